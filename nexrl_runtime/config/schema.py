@@ -1,0 +1,191 @@
+"""Pydantic models of a recipe after Hydra composition: the one place a config is validated.
+
+Every model forbids unknown keys, so a typo fails before anything starts with its dotted path.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Strict(BaseModel):
+    """Base for config sections: unknown keys are errors, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(Strict):
+    """The policy. `kind: tiny` builds a small causal LM from `arch` with an in-process tokenizer;
+    `kind: hf` loads a local HF folder (no hub access at run time)."""
+
+    kind: Literal["tiny", "hf"] = "tiny"
+    path: str | None = None
+    vocab: str = Field("0123456789+-*=", description="tiny only: the characters of the char tokenizer")
+    arch: Literal["gpt2", "llama"] = "gpt2"
+    hidden_size: int = Field(128, ge=8)
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(4, ge=1)
+    max_positions: int = Field(64, ge=8)
+    dtype: Literal["float32", "bfloat16"] = "float32"
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.kind == "hf" and not self.path:
+            raise ValueError("model.path is required when model.kind is 'hf' (a local model folder)")
+        if self.hidden_size % self.num_heads:
+            raise ValueError(
+                f"model.hidden_size={self.hidden_size} must be divisible by model.num_heads={self.num_heads}"
+            )
+        return self
+
+
+class DataConfig(Strict):
+    """A JSONL or parquet file of items; each item is rolled out `rollout_repeat_n` times as a group."""
+
+    path: str
+    format: Literal["auto", "jsonl", "parquet"] = "auto"
+    prompt_key: str = "prompt"
+    batch_size: int = Field(16, ge=1, description="items (groups) per rollout batch")
+    rollout_repeat_n: int = Field(8, ge=1, description="samples per item (GRPO group size)")
+    shuffle: bool = True
+    seed: int = 0
+    drop_last: bool = True
+    limit: int | None = Field(None, ge=1, description="use only the first N items")
+
+
+class SamplingConfig(Strict):
+    temperature: float = Field(1.0, ge=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    max_new_tokens: int = Field(16, ge=1)
+
+
+class RolloutConfig(Strict):
+    worker: str = Field("default", description="registry name or 'module_path:ClassName'")
+    num_workers: int = Field(2, ge=1)
+    evaluator: str = Field(..., description="'evaluator.py:ClassName', resolved against the recipe folder")
+    max_sequence_length: int = Field(64, ge=2, description="prompt + response tokens; longer is truncated")
+    sampling: SamplingConfig = SamplingConfig()
+
+
+class PoolConfig(Strict):
+    grouping: Literal["none", "key", "hierarchical"] = "key"
+    group_keys: list[str] = Field(default_factory=lambda: ["group_id"])
+    batch_ready: Literal["batch_size_reached", "loaded_batch_finished"] = "batch_size_reached"
+    batch_size: int | None = Field(
+        None, ge=1, description="trajectories per train batch; default data.batch_size * rollout_repeat_n"
+    )
+
+
+class GRPOConfig(Strict):
+    scale_rewards: Literal["group", "batch", "none"] = "group"
+    clip_low: float = Field(0.2, ge=0.0)
+    clip_high: float = Field(0.28, ge=0.0)
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum"] = "token-mean"
+    kl_coef: float = Field(0.0, ge=0.0)
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    entropy_coef: float = Field(0.0, ge=0.0)
+
+
+class OptimConfig(Strict):
+    lr: float = Field(1e-4, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    grad_clip: float | None = Field(1.0, gt=0.0)
+
+
+class TrainerConfig(Strict):
+    type: str = Field("grpo", description="registry name ('grpo', 'sft') or 'module_path:ClassName'")
+    optim: OptimConfig = OptimConfig()
+    grpo: GRPOConfig = GRPOConfig()
+    mini_batch_size: int | None = Field(None, ge=1, description="trajectories per optimizer step")
+    micro_batch_size: int | None = Field(None, ge=1, description="trajectories per forward (grad accum)")
+    ppo_epochs: int = Field(1, ge=1)
+
+
+class WarmStartConfig(Strict):
+    """Optional supervised warm start (cross-entropy on `answer_key`) before RL."""
+
+    steps: int = Field(0, ge=0)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    answer_key: str = "answer"
+
+
+class WeightSyncConfig(Strict):
+    mode: Literal["sync", "batch-async", "fully-async"] = "sync"
+    staleness: int = Field(1, ge=0, description="max versions a trained-on trajectory may lag")
+    on_stale: Literal["drop", "reroll"] = "drop"
+    push_every: int = Field(1, ge=1, description="push weights every N train steps")
+
+    @model_validator(mode="after")
+    def _check(self) -> WeightSyncConfig:
+        if self.mode == "sync" and self.staleness != 0:
+            # sync means rollouts always see the latest weights: the bound is 0 by construction.
+            object.__setattr__(self, "staleness", 0)
+        return self
+
+
+class ValidationConfig(Strict):
+    path: str | None = None
+    every: int = Field(10, ge=1, description="validate every N steps (and at the end)")
+    limit: int | None = Field(None, ge=1)
+    greedy: bool = True
+
+
+class LoggingConfig(Strict):
+    console_every: int = Field(1, ge=1)
+    progress_bar: bool = True
+    plot: bool = True
+
+
+class ClusterInference(Strict):
+    base_urls: list[str] = Field(default_factory=list)
+    replicas: int = Field(0, ge=0)
+    gpus_per_replica: int = Field(0, ge=0)
+
+
+class ClusterTrainer(Strict):
+    nodes: int = Field(0, ge=0)
+    gpus_per_node: int = Field(0, ge=0)
+    base_url: str | None = None
+
+
+class ClusterConfig(Strict):
+    """Written by the operator: where the services are and how many GPUs the pods hold, so the
+    runtime asks Ray for exactly what the pods have."""
+
+    namespace: str | None = None
+    job_name: str | None = None
+    ray_address: str | None = None
+    inference: ClusterInference = ClusterInference()
+    trainer: ClusterTrainer = ClusterTrainer()
+    rollout_workers: int = Field(0, ge=0)
+
+
+class NexRLConfig(Strict):
+    """A whole recipe."""
+
+    run_name: str = "nexrl"
+    seed: int = 0
+    mode: Literal["self-hosted", "training-service"] = "self-hosted"
+    launch_mode: Literal["local", "ray"] = "local"
+    recipe_dir: str = Field(".", description="set by the loader: the recipe file's folder")
+    output_dir: str = "runs/nexrl"
+    total_steps: int = Field(100, ge=1)
+    threads: int | None = Field(None, ge=1, description="torch intra-op threads (default: all cores)")
+    model: ModelConfig = ModelConfig()
+    data: DataConfig
+    rollout: RolloutConfig
+    pool: PoolConfig = PoolConfig()
+    trainer: TrainerConfig = TrainerConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
+    weight_sync: WeightSyncConfig = WeightSyncConfig()
+    validation: ValidationConfig = ValidationConfig()
+    logging: LoggingConfig = LoggingConfig()
+    cluster: ClusterConfig = ClusterConfig()
+
+    @property
+    def train_batch_size(self) -> int:
+        return self.pool.batch_size or self.data.batch_size * self.data.rollout_repeat_n
