@@ -1,0 +1,81 @@
+"""The command lines the pods run: `nexrl run` (Ray head), `nexrl serve-trainer`, `vllm serve`."""
+
+from __future__ import annotations
+
+from .common import CONFIG_DIR, HTTP_PORT, Context
+
+CLUSTER_FILE = f"{CONFIG_DIR}/cluster.yaml"
+INLINE_CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"
+
+
+def config_path(ctx: Context) -> str:
+    """The recipe the runtime loads: the image path in spec.recipe, or the mounted inline config."""
+    return ctx.spec.recipe or INLINE_CONFIG_FILE
+
+
+def operator_overrides(ctx: Context) -> list[str]:
+    """Hydra overrides derived from the spec (`++` adds or replaces), applied before the user's."""
+    spec = ctx.spec
+    out = [f"++mode={spec.mode}", "++launch_mode=ray"]
+    if spec.model is not None and spec.model.path:
+        out += ["++model.kind=hf", f"++model.path={spec.model.path}"]
+    if spec.storage is not None:
+        out.append(f"++output_dir={spec.storage.mount_path.rstrip('/')}/{ctx.name}")
+    return out
+
+
+def all_overrides(ctx: Context) -> list[str]:
+    """Operator overrides, then the user's spec.overrides (validation keeps them from clashing)."""
+    return operator_overrides(ctx) + list(ctx.spec.overrides)
+
+
+def nexrl_command(ctx: Context, subcommand: str, *options: str) -> list[str]:
+    """`nexrl <subcommand> -c <recipe> --cluster /etc/nexrl/cluster.yaml [options] <overrides>`."""
+    return [
+        "nexrl",
+        subcommand,
+        "-c",
+        config_path(ctx),
+        "--cluster",
+        CLUSTER_FILE,
+        *options,
+        *all_overrides(ctx),
+    ]
+
+
+def run_command(ctx: Context) -> list[str]:
+    """The controller, run as the Ray job's entrypoint on the head."""
+    return nexrl_command(ctx, "run")
+
+
+def serve_trainer_command(ctx: Context) -> list[str]:
+    """The trainer service of training-service mode."""
+    return nexrl_command(ctx, "serve-trainer", "--port", str(HTTP_PORT))
+
+
+def model_source(ctx: Context) -> str:
+    """What vLLM loads: the local path when given, else the model name."""
+    model = ctx.spec.model
+    assert model is not None, "validation requires spec.model when inference replicas > 0"
+    return model.path or model.name
+
+
+def vllm_command(ctx: Context) -> list[str]:
+    """`vllm serve` as an OpenAI-compatible server; answers to both the model name and its path."""
+    inference, model = ctx.spec.inference, ctx.spec.model
+    assert model is not None, "validation requires spec.model when inference replicas > 0"
+    served = [model.name] + ([model.path] if model.path and model.path != model.name else [])
+    return [
+        "vllm",
+        "serve",
+        model_source(ctx),
+        "--served-model-name",
+        *served,
+        "--tensor-parallel-size",
+        str(inference.gpus_per_replica),
+        "--host",
+        "0.0.0.0",
+        "--port",
+        str(HTTP_PORT),
+        *inference.args,
+    ]
