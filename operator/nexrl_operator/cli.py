@@ -1,0 +1,80 @@
+"""`nexrl-operator`: `crds` prints the CRD, `render` prints a job's children, `run` starts the operator."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from pathlib import Path
+
+from . import yamlio
+from .api import KIND
+from .builders import build_children
+from .crdgen import crd_yaml
+from .validation import JobValidationError, parse_job
+
+PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nexrl-operator", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    crds = sub.add_parser("crds", help="print (or write) the NexRLJob CustomResourceDefinition")
+    crds.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    render = sub.add_parser("render", help="print the children of NexRLJob(s) without a cluster")
+    render.add_argument("-f", "--filename", required=True, help="NexRLJob YAML file ('-' for stdin)")
+    render.add_argument("-n", "--namespace", help="default: metadata.namespace, else 'default'")
+    render.add_argument("--uid", default=PLACEHOLDER_UID, help="owner uid written into ownerReferences")
+    run = sub.add_parser("run", help="run the operator (kopf); options are passed to it")
+    run.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _crds(output: Path | None) -> int:
+    text = crd_yaml()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text)
+    return 0
+
+
+def _render(filename: str, namespace: str | None, uid: str) -> int:
+    text = sys.stdin.read() if filename == "-" else Path(filename).read_text()
+    children = []
+    for doc in yamlio.load_all(text):
+        if not isinstance(doc, dict) or doc.get("kind") != KIND:
+            print(f"error: {filename}: expected kind {KIND}, got {doc.get('kind')!r}", file=sys.stderr)
+            return 2
+        meta = doc.get("metadata") or {}
+        name = meta.get("name", "")
+        try:
+            job = parse_job(doc)
+            ns = namespace or meta.get("namespace") or "default"
+            children += build_children(job, name=name, namespace=ns, uid=uid)
+        except JobValidationError as exc:
+            for error in exc.errors:
+                print(f"error: {KIND} {name!r}: {error}", file=sys.stderr)
+            return 1
+    sys.stdout.write(yamlio.dump_all(children))
+    return 0
+
+
+def _run(args: list[str]) -> int:
+    main_module = importlib.import_module(f"{__package__}.main")  # kopf is only imported here
+    return int(main_module.run(args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `nexrl-operator` script; returns the exit status."""
+    args = _parser().parse_args(argv)
+    if args.command == "crds":
+        return _crds(args.output)
+    if args.command == "render":
+        return _render(args.filename, args.namespace, args.uid)
+    return _run(args.args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
