@@ -62,13 +62,13 @@ def model_source(ctx: Context) -> str:
 
 def vllm_command(ctx: Context) -> list[str]:
     """`vllm serve` as an OpenAI-compatible server; answers to both the model name and its path."""
-    inference, model = ctx.spec.inference, ctx.spec.model
-    assert model is not None, "validation requires spec.model when inference replicas > 0"
-    served = [model.name] + ([model.path] if model.path and model.path != model.name else [])
+    inference, source = ctx.spec.inference, model_source(ctx)
+    name = ctx.spec.model.name if ctx.spec.model else source
+    served = [name] + ([source] if source != name else [])
     return [
         "vllm",
         "serve",
-        model_source(ctx),
+        source,
         "--served-model-name",
         *served,
         "--tensor-parallel-size",

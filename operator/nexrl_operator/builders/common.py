@@ -113,11 +113,6 @@ def resources(spec: Resources, gpus: int = 0) -> Manifest:
     return {key: value for key, value in (("limits", limits), ("requests", requests)) if value}
 
 
-def gpu_count(container: Manifest) -> int:
-    """The GPUs a built container holds (its nvidia.com/gpu limit), 0 when none."""
-    return int(container.get("resources", {}).get("limits", {}).get(GPU_RESOURCE, 0))
-
-
 def env(ctx: Context, **extra: str) -> list[Manifest]:
     """Environment of every NexRL container: which job and namespace it belongs to, plus `extra`."""
     values = {"NEXRL_JOB_NAME": ctx.name, "NEXRL_NAMESPACE": ctx.namespace, **extra}
