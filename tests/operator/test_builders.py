@@ -159,8 +159,10 @@ def test_every_pod_template_gets_scheduling_and_labels(full: list[Manifest]):
         "head",
         "rollout",
     }
-    for _, _, template in templates:
+    for where, _, template in templates:
         spec = template["spec"]
+        ray_pod = where in ("submitter", "head", "rollout", "trainer")
+        assert ("app.kubernetes.io/name" in template["metadata"]["labels"]) is not ray_pod  # KubeRay's own
         assert spec["priorityClassName"] == "high"
         assert spec["nodeSelector"] == {"pool": "gpu"}
         assert spec["tolerations"] == [

@@ -16,6 +16,7 @@ MANAGER = "nexrl-operator"
 JOB_LABEL = "nexrl.io/job"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+KUBERAY_OWNED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/managed-by")
 HTTP_PORT = 8000
 CONFIG_DIR = "/etc/nexrl"
 CONFIG_VOLUME = "nexrl-config"
@@ -144,10 +145,24 @@ def volume_mounts(ctx: Context, *, config: bool = True, shm: bool = False) -> li
 
 
 def pod_template(
-    ctx: Context, component: str, containers: list[Manifest], pod_volumes: list[Manifest], **spec: Any
+    ctx: Context,
+    component: str,
+    containers: list[Manifest],
+    pod_volumes: list[Manifest],
+    *,
+    kuberay: bool = False,
+    **spec: Any,
 ) -> Manifest:
-    """A pod template with the job's labels and scheduling (priority, node selector, tolerations)."""
+    """A pod template with the job's labels and scheduling (priority, node selector, tolerations).
+
+    KubeRay's pods (`kuberay=True`) keep KubeRay's own app.kubernetes.io/name and managed-by: its
+    head Service selects on them.
+    """
     scheduling = ctx.spec.scheduling
+    pod_labels = labels(ctx, component)
+    if kuberay:
+        for key in KUBERAY_OWNED_LABELS:
+            del pod_labels[key]
     pod: Manifest = {"containers": containers, **spec}
     if pod_volumes:
         pod["volumes"] = pod_volumes
@@ -157,7 +172,7 @@ def pod_template(
         pod["nodeSelector"] = dict(scheduling.node_selector)
     if scheduling.tolerations:
         pod["tolerations"] = [t.model_dump(exclude_none=True) for t in scheduling.tolerations]
-    return {"metadata": {"labels": labels(ctx, component)}, "spec": pod}
+    return {"metadata": {"labels": pod_labels}, "spec": pod}
 
 
 def port(name: str, number: int) -> Manifest:

@@ -50,7 +50,7 @@ def worker_group(
         "minReplicas": replicas,
         "maxReplicas": replicas,
         "rayStartParams": {},
-        "template": pod_template(ctx, group, [container], volumes(ctx)),
+        "template": pod_template(ctx, group, [container], volumes(ctx), kuberay=True),
     }
 
 
@@ -75,7 +75,7 @@ def submitter_template(ctx: Context) -> Manifest:
         "image": ctx.spec.image,
         "resources": resources(SUBMITTER_RESOURCES),
     }
-    return pod_template(ctx, "submitter", [container], [], restartPolicy="Never")
+    return pod_template(ctx, "submitter", [container], [], kuberay=True, restartPolicy="Never")
 
 
 def build_rayjob(ctx: Context) -> Manifest:
@@ -90,7 +90,7 @@ def build_rayjob(ctx: Context) -> Manifest:
         "rayClusterSpec": {
             "headGroupSpec": {
                 "rayStartParams": {"dashboard-host": "0.0.0.0"},
-                "template": pod_template(ctx, "head", [head], volumes(ctx)),
+                "template": pod_template(ctx, "head", [head], volumes(ctx), kuberay=True),
             },
             "workerGroupSpecs": worker_groups(ctx),
         },
