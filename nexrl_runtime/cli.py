@@ -1,0 +1,70 @@
+"""`nexrl` command line: run a recipe locally (`nexrl run -c ...` or the NexRL-docs form
+`nexrl -m self-hosted -c recipe.yaml --run-nexrl [overrides]`)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from nexrl_runtime.config.loader import ConfigError, load_config
+from nexrl_runtime.registry import RegistryError
+
+
+def _run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "-c", "--config", required=True, help="recipe YAML (Hydra), e.g. recipe/arithmetic/arithmetic.yaml"
+    )
+    p.add_argument("--cluster", help="cluster section YAML written by the operator (cluster.yaml)")
+    p.add_argument("overrides", nargs="*", help="Hydra overrides, e.g. total_steps=50 trainer.optim.lr=1e-4")
+
+
+def parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(
+        prog="nexrl", description="NexRL: reinforcement learning for LLMs and agents"
+    )
+    sub = ap.add_subparsers(dest="command")
+    _run_args(sub.add_parser("run", help="run a recipe"))
+    return ap
+
+
+def legacy_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="nexrl", description="nexrl -m MODE -c RECIPE --run-nexrl [overrides]")
+    ap.add_argument("-m", "--mode", choices=["self-hosted", "training-service"], default="self-hosted")
+    ap.add_argument("--run-nexrl", action="store_true", required=True, help="run the recipe")
+    _run_args(ap)
+    return ap
+
+
+def run(config_path: str, overrides: list[str], cluster: str | None) -> int:
+    from nexrl_runtime.controller import run_recipe  # heavy imports (torch) only when running
+
+    try:
+        config = load_config(config_path, overrides, cluster)
+        summary = run_recipe(config)
+    except (ConfigError, RegistryError) as err:
+        print(f"nexrl: {err}", file=sys.stderr)
+        return 2
+    before = summary.val_after_warm_start.get("val_accuracy")
+    after = summary.val_final.get("val_accuracy")
+    if before is not None:
+        print(f"held-out accuracy after warm start: {before:.3f}")
+    if after is not None:
+        print(f"held-out accuracy after RL ({summary.steps} steps): {after:.3f}")
+    print(f"run folder: {summary.output_dir} ({summary.seconds:.0f} s); {summary.stats}")
+    return 130 if summary.interrupted else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "run":
+        args = parser().parse_args(argv)
+        return run(args.config, args.overrides, args.cluster)
+    if "--run-nexrl" in argv:
+        args = legacy_parser().parse_args(argv)
+        return run(args.config, [f"++mode={args.mode}", *args.overrides], args.cluster)
+    parser().print_help()
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

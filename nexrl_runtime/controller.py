@@ -1,0 +1,202 @@
+"""Controller: wires the modules a recipe names, runs warm start + the RL loop, stops cleanly."""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import torch
+from tqdm import tqdm
+
+from nexrl_runtime.config.schema import NexRLConfig
+from nexrl_runtime.data.loader import DataLoader
+from nexrl_runtime.data.readers import load_items
+from nexrl_runtime.inference.local import LocalEngine
+from nexrl_runtime.models import build_policy
+from nexrl_runtime.pool import TrajectoryPool
+from nexrl_runtime.registry import load_object, resolve_class
+from nexrl_runtime.rollout.evaluator import Evaluator
+from nexrl_runtime.rollout.manager import RolloutManager
+from nexrl_runtime.rollout.worker import WORKERS, RolloutWorker
+from nexrl_runtime.tracking import Tracker
+from nexrl_runtime.trainer import TRAINERS, Trainer
+from nexrl_runtime.types import Batch
+from nexrl_runtime.validator import held_out_items, validate
+from nexrl_runtime.warm_start import warm_start
+from nexrl_runtime.weight_sync import WeightSync
+
+
+@dataclass
+class RunSummary:
+    """What a run achieved; the CLI prints it and tests assert on it."""
+
+    steps: int = 0
+    val_after_warm_start: dict[str, float] = field(default_factory=dict)
+    val_final: dict[str, float] = field(default_factory=dict)
+    seconds: float = 0.0
+    stats: dict[str, float] = field(default_factory=dict)
+    interrupted: bool = False
+    output_dir: str = ""
+
+
+class Controller:
+    """Builds every module from the config (so config errors surface before any work), then runs."""
+
+    def __init__(self, config: NexRLConfig, echo: TextIO | None = sys.stdout):
+        if config.launch_mode != "local":
+            raise NotImplementedError("launch_mode=ray is not available yet; use launch_mode=local")
+        if config.mode != "self-hosted":
+            raise NotImplementedError("mode=training-service is not available yet; use mode=self-hosted")
+        self.cfg = config
+        self.echo = echo
+        base = config.recipe_dir
+        random.seed(config.seed)
+        torch.manual_seed(config.seed)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.model, self.tokenizer = build_policy(config.model)
+        evaluator_cls = resolve_class(config.rollout.evaluator, {}, Evaluator, base)
+        self.evaluator = evaluator_cls()
+        self.engine = LocalEngine(
+            self.model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, config.seed
+        )
+        self.sync = WeightSync(config.weight_sync, [self.engine])
+        self.loader = DataLoader(config.data, base)
+        self.pool = TrajectoryPool.from_config(config)
+        worker_cls = resolve_class(config.rollout.worker, WORKERS, RolloutWorker, base)
+        self.workers = [
+            worker_cls(self.engine, self.tokenizer, self.evaluator, config.rollout, config.run_name)
+            for _ in range(config.rollout.num_workers)
+        ]
+        self.trainer_cls: type[Trainer] = resolve_class(config.trainer.type, TRAINERS, Trainer, base)
+        v = config.validation
+        rows = load_items(v.path and Path(base) / v.path, "auto", limit=v.limit) if v.path else []
+        self.val_items = held_out_items(rows, config.data.prompt_key)
+        self.tracker = Tracker(config.output_dir, config.logging.console_every, echo)
+
+    def _say(self, msg: str) -> None:
+        if self.echo is not None:
+            print(msg, file=self.echo, flush=True)
+
+    def _validate(self) -> dict[str, float]:
+        return (
+            validate(self.workers[0], self.val_items, greedy=self.cfg.validation.greedy)
+            if self.val_items
+            else {}
+        )
+
+    def run(self) -> RunSummary:
+        summary = RunSummary(output_dir=str(self.tracker.dir))
+        start = time.perf_counter()
+        manager: RolloutManager | None = None
+        try:
+            self._warm_start(summary)
+            trainer = self.trainer_cls(self.model, self.cfg.trainer, self.tokenizer.pad_token_id)
+            manager = RolloutManager(self.workers, self.loader, self.pool, self.sync)
+            manager.start()
+            self._loop(trainer, manager, summary)
+        except KeyboardInterrupt:
+            summary.interrupted = True
+            self._say("interrupted: stopping cleanly")
+        finally:
+            self.pool.close()
+            if manager is not None:
+                manager.stop()
+            summary.seconds = time.perf_counter() - start
+            pool = self.pool.stats()
+            summary.stats = {
+                **self.sync.stats(),
+                **{f"pool_{k}": pool[k] for k in ("received", "released", "batches")},
+            }
+            self.tracker.close()
+            if self.cfg.logging.plot:
+                self.tracker.plot()
+        if manager is not None and manager.error is not None:
+            raise RuntimeError(f"rollout failed: {manager.error!r}") from manager.error
+        return summary
+
+    def _warm_start(self, summary: RunSummary) -> None:
+        ws = self.cfg.warm_start
+        if ws.steps:
+            data = self.cfg.data.model_copy(update={"batch_size": ws.batch_size, "rollout_repeat_n": 1})
+            self._say(f"warm start: {ws.steps} supervised steps")
+            warm_start(
+                self.model,
+                self.tokenizer,
+                DataLoader(data, self.cfg.recipe_dir),
+                ws,
+                on_step=lambda s, m: self.tracker.log(s, m, phase="warm_start") if s % 50 == 0 else None,
+            )
+            self.engine.load_weights(self.model.state_dict(), self.sync.version)
+        summary.val_after_warm_start = self._validate()
+        if summary.val_after_warm_start:
+            self.tracker.log(0, summary.val_after_warm_start)
+
+    def _loop(self, trainer: Trainer, manager: RolloutManager, summary: RunSummary) -> None:
+        cfg = self.cfg
+        bar = tqdm(total=cfg.total_steps, desc="RL", disable=not cfg.logging.progress_bar, file=sys.stderr)
+        for step in range(1, cfg.total_steps + 1):
+            t0 = time.perf_counter()
+            batch = self._next_fresh_batch(manager, step)
+            if batch is None:
+                break
+            wait = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            metrics = trainer.train_step(batch)
+            train_s = time.perf_counter() - t1
+            sync_s = self.sync.push(trainer.state_dict()) if self.sync.should_push(step) else 0.0
+            self.sync.step_done(step)
+            rollout = manager.timings.popleft() if manager.timings else {}
+            metrics.update(
+                self._batch_metrics(batch),
+                **rollout,
+                train_seconds=train_s,
+                sync_seconds=sync_s,
+                wait_seconds=wait,
+                **self.sync.stats(),
+            )
+            if step % cfg.validation.every == 0 or step == cfg.total_steps:
+                metrics.update(self._validate())
+                summary.val_final = {k: metrics[k] for k in ("val_accuracy", "val_reward") if k in metrics}
+            metrics["step_seconds"] = time.perf_counter() - t0
+            self.tracker.log(step, metrics)
+            summary.steps = step
+            bar.update(1)
+            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", v=self.sync.version)
+        bar.close()
+
+    def _next_fresh_batch(self, manager: RolloutManager, step: int) -> Batch | None:
+        """The next pool batch minus over-stale groups (dropped, or re-rolled into later batches)."""
+        while True:
+            batch = self.pool.get_batch(timeout=None)
+            if batch is None:
+                if manager.error is not None:
+                    raise RuntimeError(f"rollout failed: {manager.error!r}") from manager.error
+                return None
+            stale = {t.group_id for t in batch.trajectories if self.sync.is_stale(t.policy_version)}
+            fresh = [t for t in batch.trajectories if t.group_id not in stale]
+            if stale:
+                self.sync.record_stale(len(batch) - len(fresh))
+                (manager.reroll if self.cfg.weight_sync.on_stale == "reroll" else manager.forget)(stale)
+            manager.forget({t.group_id for t in fresh})
+            if fresh:
+                return Batch(fresh, step=step, metadata={"policy_version": self.sync.version})
+
+    @staticmethod
+    def _batch_metrics(batch: Batch) -> dict[str, float]:
+        judged = [t.extra.get("correct") for t in batch.trajectories if t.extra.get("correct") is not None]
+        out = {"batch_size": float(len(batch))}
+        if judged:
+            out["accuracy"] = sum(map(bool, judged)) / len(judged)
+        return out
+
+
+def run_recipe(config: NexRLConfig, echo: TextIO | None = sys.stdout) -> RunSummary:
+    return Controller(config, echo).run()
+
+
+__all__ = ["Controller", "RunSummary", "load_object", "run_recipe"]

@@ -1,0 +1,79 @@
+"""Build the policy (model + tokenizer) from ModelConfig, with no hub access."""
+
+from __future__ import annotations
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from nexrl_runtime.config.schema import ModelConfig
+
+PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
+
+
+def char_tokenizer(vocab: str) -> PreTrainedTokenizerFast:
+    """A character-level tokenizer built in-process: one token per character of `vocab`."""
+    chars = list(dict.fromkeys(vocab))
+    ids = {tok: i for i, tok in enumerate([PAD, BOS, EOS, *chars])}
+    core = Tokenizer(models.WordLevel(vocab=ids, unk_token=PAD))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex("."), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    tok = PreTrainedTokenizerFast(tokenizer_object=core, pad_token=PAD, bos_token=BOS, eos_token=EOS)
+    tok.padding_side = "left"
+    return tok
+
+
+def tiny_model(cfg: ModelConfig, vocab_size: int, tok: PreTrainedTokenizerFast) -> PreTrainedModel:
+    """A small causal LM from config (random init; torch's global seed decides the weights)."""
+    special = dict(
+        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id
+    )
+    if cfg.arch == "gpt2":
+        conf = GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=cfg.max_positions,
+            n_embd=cfg.hidden_size,
+            n_layer=cfg.num_layers,
+            n_head=cfg.num_heads,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            tie_word_embeddings=True,
+            **special,
+        )
+        return GPT2LMHeadModel(conf)
+    conf = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=4 * cfg.hidden_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        max_position_embeddings=cfg.max_positions,
+        tie_word_embeddings=True,
+        **special,
+    )
+    return LlamaForCausalLM(conf)
+
+
+def build_policy(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
+    """Return (model, tokenizer) for the config; the model is in train mode, float32 unless asked."""
+    if cfg.kind == "tiny":
+        tok = char_tokenizer(cfg.vocab)
+        model = tiny_model(cfg, len(tok), tok)
+    else:
+        tok = AutoTokenizer.from_pretrained(cfg.path, local_files_only=True)
+        model = AutoModelForCausalLM.from_pretrained(cfg.path, local_files_only=True)
+        if tok.pad_token is None:
+            tok.pad_token = tok.eos_token
+    if cfg.dtype == "bfloat16":
+        model = model.to(torch.bfloat16)
+    return model, tok

@@ -1,0 +1,109 @@
+"""Rollout manager: feeds data batches to the workers in a background thread, gated by the
+weight-sync mode, and puts the trajectories in the pool. Errors surface in the consumer."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+
+from nexrl_runtime.data.loader import DataLoader, Item
+from nexrl_runtime.pool import TrajectoryPool
+from nexrl_runtime.rollout.worker import RolloutWorker
+from nexrl_runtime.types import Trajectory
+from nexrl_runtime.weight_sync import WeightSync
+
+
+def split_by_group(items: list[Item], parts: int) -> list[list[Item]]:
+    """Deal whole groups round-robin into at most `parts` chunks (a group never spans chunks)."""
+    groups: dict[str, list[Item]] = {}
+    for it in items:
+        groups.setdefault(it.group_id, []).append(it)
+    chunks: list[list[Item]] = [[] for _ in range(max(1, min(parts, len(groups))))]
+    for i, members in enumerate(groups.values()):
+        chunks[i % len(chunks)].extend(members)
+    return [c for c in chunks if c]
+
+
+class RolloutManager:
+    """Owns the workers and the producer thread; `timings` holds seconds per produced batch."""
+
+    def __init__(
+        self, workers: list[RolloutWorker], loader: DataLoader, pool: TrajectoryPool, sync: WeightSync
+    ):
+        self.workers = workers
+        self.loader = loader
+        self.pool = pool
+        self.sync = sync
+        self.timings: deque[dict[str, float]] = deque()
+        self.error: BaseException | None = None
+        self.batches_started = 0
+        self._reroll: deque[list[Item]] = deque()
+        self._items: dict[str, list[Item]] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._executor = ThreadPoolExecutor(len(workers), thread_name_prefix="rollout")
+        self._thread: threading.Thread | None = None
+
+    def run_items(self, items: list[Item], greedy: bool = False) -> tuple[list[Trajectory], dict[str, float]]:
+        """Roll out items on all workers in parallel; returns trajectories and timings."""
+        start = time.perf_counter()
+        chunks = split_by_group(items, len(self.workers))
+        futures = [
+            self._executor.submit(w.rollout, c, greedy) for w, c in zip(self.workers, chunks, strict=False)
+        ]
+        trajs = [t for f in futures for t in f.result()]
+        score = sum(w.pop_timings().get("score_seconds", 0.0) for w in self.workers)
+        wall = time.perf_counter() - start
+        return trajs, {"rollout_seconds": wall, "score_seconds": score}
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._produce, name="rollout-producer", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.sync.wake()
+        if self._thread is not None:
+            self._thread.join(timeout=60)
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def reroll(self, group_ids: set[str]) -> None:
+        """Queue the items of these groups for another rollout (over-stale trajectories)."""
+        with self._lock:
+            items = [it for g in group_ids for it in self._items.pop(g, [])]
+        if items:
+            self._reroll.append(items)
+
+    def forget(self, group_ids: set[str]) -> None:
+        with self._lock:
+            for g in group_ids:
+                self._items.pop(g, None)
+
+    def _next_items(self) -> list[Item]:
+        if self._reroll:
+            return self._reroll.popleft()
+        return self.loader.next_batch()
+
+    def _produce(self) -> None:
+        try:
+            while not self._stop.is_set():
+                if not self.sync.wait_until(self.batches_started, timeout=None, stop=self._stop):
+                    return
+                items = self._next_items()
+                if not items:  # the data stream is exhausted
+                    self.pool.close()
+                    return
+                self.batches_started += 1
+                with self._lock:
+                    for it in items:
+                        self._items.setdefault(it.group_id, []).append(it)
+                if self.pool.batch_ready == "loaded_batch_finished":
+                    self.pool.mark_loaded(len(items))
+                trajs, timing = self.run_items(items)
+                self.timings.append(timing)
+                self.pool.put_many(trajs)
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            self.error = err
+            self.pool.close()

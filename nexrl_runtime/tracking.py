@@ -1,0 +1,69 @@
+"""Metrics: one JSON line per step to a file, a console line, and a reward/accuracy PNG at the end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, TextIO
+
+
+class Tracker:
+    """Appends step metrics to `metrics.jsonl` in the run folder and echoes selected ones."""
+
+    CONSOLE_KEYS = ("reward_mean", "accuracy", "val_accuracy", "loss", "policy_version", "step_seconds")
+
+    def __init__(self, output_dir: str | Path, console_every: int = 1, echo: TextIO | None = None):
+        self.dir = Path(output_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.dir / "metrics.jsonl"
+        self._file = self.path.open("a", encoding="utf-8")
+        self.console_every = console_every
+        self.echo = echo
+        self.history: list[dict[str, Any]] = []
+
+    def log(self, step: int, metrics: dict[str, Any], phase: str = "rl") -> None:
+        row = {"step": step, "phase": phase, **metrics}
+        self.history.append(row)
+        self._file.write(json.dumps(row, default=float) + "\n")
+        self._file.flush()
+        if self.echo is not None and (step % self.console_every == 0 or "val_accuracy" in metrics):
+            shown = " ".join(f"{k}={_fmt(metrics[k])}" for k in self.CONSOLE_KEYS if k in metrics)
+            print(f"[{phase} step {step}] {shown}", file=self.echo, flush=True)
+
+    def close(self) -> None:
+        self._file.close()
+
+    def plot(self, filename: str = "curves.png") -> Path | None:
+        """Training reward and held-out accuracy against step; None when nothing was logged."""
+        rows = [r for r in self.history if r.get("phase") == "rl"]
+        if not rows:
+            return None
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(7, 4))
+        for key, label in (("reward_mean", "train reward"), ("accuracy", "train accuracy")):
+            pts = [(r["step"], r[key]) for r in rows if key in r]
+            if pts:
+                ax.plot(*zip(*pts, strict=True), label=label, alpha=0.6)
+        val = [(r["step"], r["val_accuracy"]) for r in self.history if "val_accuracy" in r]
+        if val:
+            ax.plot(*zip(*val, strict=True), "o-", label="held-out accuracy (greedy)")
+        ax.set_xlabel("RL step")
+        ax.set_ylim(-0.02, max(1.02, max(r.get("reward_mean", 0) for r in rows) + 0.05))
+        ax.grid(alpha=0.3)
+        ax.legend(loc="lower right")
+        out = self.dir / filename
+        fig.tight_layout()
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        return out
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, float) and math.isfinite(v):
+        return f"{v:.4g}"
+    return str(v)
