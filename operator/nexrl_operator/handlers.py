@@ -1,0 +1,229 @@
+"""Thin kopf glue for NexRLJob: create / update / resume / delete, child indexes and a status timer.
+
+Decisions live elsewhere: ``builders`` (children), ``reconcile`` (ownership, patches, restarts),
+``status`` (phase and conditions); ``kube`` does the I/O. ``register`` wires them into a registry.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from . import reconcile
+from .api import GROUP, PLURAL, VERSION, NexRLJob
+from .builders import build_children
+from .builders.common import JOB_LABEL
+from .kube import ApiError, Kube, Outcome, ensure
+from .naming import child_names
+from .status import (
+    TERMINAL,
+    WORKLOAD_ROLES,
+    Child,
+    Observation,
+    desired_status,
+    expected_workloads,
+    is_finished,
+    should_restart,
+    status_patch,
+    summarize,
+)
+from .validation import JobValidationError, parse_job
+
+APPLIED_SPEC = "nexrl.io/applied-spec"
+"""Annotation on the job: the spec its children were created from (to tell restart-only changes)."""
+WORKLOADS = (("ray.io", "v1", "rayjobs"), ("apps", "v1", "deployments"), ("apps", "v1", "statefulsets"))
+RETRY_DELAY = 5.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """Operator tunables that shape the handlers."""
+
+    status_interval: float = 5.0
+    """seconds between status refreshes of a job (its children are watched; the timer only reads memory)"""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _observed(uid: str, indexes: Mapping[str, Any]) -> dict[str, Child]:
+    """role -> workload child of the job with this uid, from the in-memory indexes."""
+    found: dict[str, Child] = {}
+    for plural in ("rayjobs", "deployments", "statefulsets"):
+        for child in indexes.get(plural, {}).get(uid, ()):
+            found[child.role] = child
+    return found
+
+
+def _spec_dump(job: NexRLJob) -> dict[str, Any]:
+    return job.spec.model_dump(mode="json", by_alias=True)
+
+
+def _restart_fields(meta: Mapping[str, Any], job: NexRLJob) -> list[str]:
+    applied = (meta.get("annotations") or {}).get(APPLIED_SPEC)
+    return reconcile.restart_fields(json.loads(applied), _spec_dump(job)) if applied else []
+
+
+def _write(body: kopf.Body, patch: kopf.Patch, current: Mapping[str, Any], desired: dict[str, Any]) -> None:
+    """Patch only the status keys that changed; announce a phase change as an Event."""
+    changes = status_patch(current, desired)
+    for key, value in changes.items():
+        patch.status[key] = value
+    if "phase" in changes:
+        failed = desired["phase"] == "Failed"
+        kopf.event(body, type="Warning" if failed else "Normal", reason=desired["phase"],
+                   message=desired.get("message") or "")
+
+
+def _announce(body: kopf.Body, outcome: Outcome) -> None:
+    messages = {
+        "created": ("Normal", "Created", f"created {outcome.label}"),
+        "adopted": ("Normal", "Adopted", f"adopted {outcome.label} (it had no controller)"),
+        "updated": ("Normal", "Updated", f"patched {outcome.label}: {json.dumps(outcome.patch)}"),
+        "conflict": ("Warning", "NameConflict", f"{outcome.label} exists and belongs to someone else"),
+    }
+    if outcome.action in messages:
+        type_, reason, message = messages[outcome.action]
+        kopf.event(body, type=type_, reason=reason, message=message)
+
+
+async def _apply(kube: Kube, body: kopf.Body, job: NexRLJob, *, fresh: bool, restart: list[str],
+                 observed: Mapping[str, Child]) -> tuple[list[Outcome], dict[str, str]]:
+    """Ensure every child; free workloads the spec no longer wants. Returns outcomes and role->name."""
+    meta = body["metadata"]
+    desired = build_children(job, name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+    outcomes = []
+    for child in desired:
+        try:
+            outcome = await ensure(kube, child, owner_uid=meta["uid"], job_name=meta["name"],
+                                   config_frozen=bool(restart), fresh=fresh)
+        except ApiError as exc:
+            label = f"{child['kind']} {child['metadata']['name']}"
+            kopf.warn(body, reason="ApplyFailed", message=f"{label}: {exc}")
+            raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
+        _announce(body, outcome)
+        outcomes.append(outcome)
+    wanted = {(o.desired["kind"], o.desired["metadata"]["name"]) for o in outcomes}
+    for child in observed.values():
+        if child.kind != "RayJob" and (child.kind, child.name) not in wanted and child.replicas:
+            await _scale_to_zero(kube, body, child, "the spec no longer asks for it")
+    roles = {name: role for role, name in child_names(meta["name"]).items()}
+    return outcomes, {roles[o.desired["metadata"]["name"]]: o.desired["metadata"]["name"] for o in outcomes}
+
+
+async def _scale_to_zero(kube: Kube, body: kopf.Body, child: Child, why: str) -> None:
+    stub = {"apiVersion": "apps/v1", "kind": child.kind,
+            "metadata": {"namespace": body["metadata"]["namespace"], "name": child.name}}
+    await kube.patch(stub, {"spec": {"replicas": 0}})
+    kopf.info(body, reason="ScaledDown", message=f"scaled {child.kind} {child.name} to 0: {why}")
+
+
+async def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, fresh: bool, **kwargs: Any) -> None:
+    """Validate, ensure the children, write the status: the one path of create, update and resume."""
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    if is_finished(status):
+        if not fresh and kwargs.get("reason") == kopf.Reason.UPDATE:
+            kopf.info(body, reason="SpecIgnored", message="the job has finished; spec changes are ignored")
+        return
+    try:
+        job = parse_job(body)
+    except JobValidationError as exc:
+        kopf.warn(body, reason="ValidationFailed", message=str(exc))
+        obs = Observation(meta.get("generation") or 1, status, _now(), invalid=str(exc))
+        _write(body, patch, status, desired_status(obs))
+        return
+    restart = _restart_fields(meta, job)
+    observed = _observed(meta["uid"], kwargs)
+    outcomes, names = await _apply(memo.kube, body, job, fresh=fresh, restart=restart, observed=observed)
+    if not (meta.get("annotations") or {}).get(APPLIED_SPEC):
+        applied = json.dumps(_spec_dump(job), sort_keys=True, separators=(",", ":"))
+        patch.metadata.annotations[APPLIED_SPEC] = applied
+    children = {**observed, **{WORKLOAD_ROLES[o.desired["kind"]]: summarize(o.obj) for o in outcomes
+                              if o.obj is not None and o.desired["kind"] in WORKLOAD_ROLES}}
+    conflicts = [f"{o.label} exists and is not ours; delete or rename it" for o in outcomes
+                 if o.action == "conflict"]
+    obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, children=children,
+                      names=names, restart_fields=restart, conflicts=conflicts)
+    _write(body, patch, status, desired_status(obs))
+
+
+async def on_create(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A new job: create its children (create-first, one request each) and say Provisioning."""
+    await _reconcile(body, patch, memo, fresh=True, **kwargs)
+
+
+async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A spec change or an operator restart: converge the children (get-first, no duplicates)."""
+    await _reconcile(body, patch, memo, fresh=False, **kwargs)
+
+
+async def on_delete(body: kopf.Body, **_: Any) -> None:
+    """Holds the finalizer so that deletions are seen; the children go by ownerReference GC."""
+    kopf.info(body, reason="Deleting", message="children are deleted by garbage collection (ownerReferences)")
+
+
+async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Keep the status true from the watched children: restarts, self-healing, GPU release at the end."""
+    meta, status = body["metadata"], dict(body.get("status") or {})
+    if is_finished(status) or status.get("observedGeneration") != meta.get("generation"):
+        return  # finished, or the change handlers have not seen this generation yet
+    try:
+        job = parse_job(body)
+    except JobValidationError:
+        return  # reported by the change handlers
+    observed = _observed(meta["uid"], kwargs)
+    obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, children=observed,
+                      names=status.get("children") or {}, restart_fields=_restart_fields(meta, job))
+    if should_restart(obs):
+        rayjob = observed["rayjob"]
+        stub = {"apiVersion": "ray.io/v1", "kind": "RayJob",
+                "metadata": {"namespace": meta["namespace"], "name": rayjob.name}}
+        await memo.kube.delete(stub, uid=rayjob.uid)
+        others = {role: child for role, child in observed.items() if role != "rayjob"}
+        obs = dataclasses.replace(obs, restarted=True, children=others)
+    elif not job.spec.suspend and any(role not in observed for role in expected_workloads(job.spec)):
+        await _apply(memo.kube, body, job, fresh=False, restart=obs.restart_fields, observed=observed)
+    desired = desired_status(obs)
+    if desired["phase"] in TERMINAL and status.get("phase") not in TERMINAL:
+        for child in observed.values():
+            if child.kind != "RayJob" and child.replicas:
+                await _scale_to_zero(memo.kube, body, child, f"the job has {desired['phase'].lower()}")
+    _write(body, patch, status, desired)
+
+
+def index_workload(body: kopf.Body, **_: Any) -> dict[str, Child] | None:
+    """Index a job's workload children by their controller's uid, as small summaries."""
+    owners = [ref for ref in body["metadata"].get("ownerReferences") or [] if ref.get("controller")]
+    if not owners or owners[0].get("kind") != "NexRLJob":
+        return None
+    return {owners[0]["uid"]: summarize(body)}
+
+
+async def on_startup(memo: kopf.Memo, **_: Any) -> None:
+    memo.kube = await Kube.connect()
+
+
+async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
+    await memo.kube.close()
+
+
+def register(registry: kopf.OperatorRegistry, options: Options) -> None:
+    """Attach every handler to ``registry``."""
+    job = (GROUP, VERSION, PLURAL)
+    kopf.on.login(registry=registry)(kopf.login_via_client)  # in-cluster, else kubeconfig
+    kopf.on.startup(registry=registry)(on_startup)
+    kopf.on.cleanup(registry=registry)(on_cleanup)
+    for group, version, plural in WORKLOADS:
+        kopf.index(group, version, plural, id=plural, registry=registry,
+                   labels={JOB_LABEL: kopf.PRESENT})(index_workload)
+    kopf.on.create(*job, id="create", registry=registry)(on_create)
+    kopf.on.update(*job, id="update", field="spec", registry=registry)(on_change)
+    kopf.on.resume(*job, id="resume", registry=registry)(on_change)
+    kopf.on.delete(*job, id="delete", registry=registry)(on_delete)
+    kopf.timer(*job, id="status", interval=options.status_interval, registry=registry)(refresh_status)

@@ -1,0 +1,153 @@
+"""A small async Kubernetes client for manifests as dicts, and idempotent get-or-create (``ensure``).
+
+Built on ``kubernetes.aio`` (the official client's asyncio flavour), so handlers never block
+kopf's event loop. Decisions about ownership and patches are pure and live in ``reconcile``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes.aio import client as aio_client
+from kubernetes.aio import config as aio_config
+
+from . import reconcile
+
+Manifest = dict[str, Any]
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class ApiError(Exception):
+    """A non-2xx answer; ``status`` is the HTTP code, ``reason`` Kubernetes' reason (e.g. AlreadyExists)."""
+
+    def __init__(self, status: int, reason: str, message: str) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status, self.reason, self.message = status, reason, message
+
+
+def resource_path(api_version: str, kind: str, namespace: str | None, name: str | None = None,
+                  subresource: str | None = None) -> str:
+    """The REST path of a kind; plurals are the lower-case kind + 's' for every kind we manage."""
+    base = f"/apis/{api_version}" if "/" in api_version else f"/api/{api_version}"
+    parts = [base] + (["namespaces", namespace] if namespace else []) + [kind.lower() + "s"]
+    return "/".join(parts + [part for part in (name, subresource) if part])
+
+
+class Kube:
+    """Dict-in, dict-out CRUD over one ``kubernetes.aio`` ApiClient."""
+
+    def __init__(self, api: aio_client.ApiClient) -> None:
+        self.api = api
+
+    @classmethod
+    async def connect(cls) -> Kube:
+        """In-cluster credentials inside a pod, else the kubeconfig ($KUBECONFIG or ~/.kube/config)."""
+        if os.environ.get("KUBERNETES_SERVICE_HOST"):
+            aio_config.load_incluster_config()
+        else:
+            await aio_config.load_kube_config()
+        return cls(aio_client.ApiClient())
+
+    async def close(self) -> None:
+        await self.api.close()
+
+    async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json"
+                      ) -> Manifest:
+        headers = {"Accept": "application/json", "Content-Type": content_type}
+        serialized = await self.api.param_serialize(method=method, resource_path=path, header_params=headers,
+                                              body=body, auth_settings=["BearerToken"])
+        response = await self.api.call_api(*serialized)
+        data = await response.read()
+        payload = json.loads(data) if data else {}
+        if not 200 <= response.status < 300:
+            raise ApiError(response.status, payload.get("reason", ""), payload.get("message", str(payload)))
+        return payload
+
+    async def get(self, api_version: str, kind: str, namespace: str, name: str) -> Manifest | None:
+        try:
+            return await self.request("GET", resource_path(api_version, kind, namespace, name))
+        except ApiError as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    async def create(self, obj: Mapping[str, Any]) -> Manifest:
+        path = resource_path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"])
+        return await self.request("POST", path, obj)
+
+    async def patch(self, obj: Mapping[str, Any], body: Mapping[str, Any]) -> Manifest:
+        """Merge-patch an existing object (the one given, by apiVersion/kind/namespace/name)."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        return await self.request("PATCH", path, body, MERGE_PATCH)
+
+    async def delete(self, obj: Mapping[str, Any], *, uid: str | None = None) -> None:
+        """Delete (background propagation), only if it still has ``uid`` when given; absent is fine."""
+        meta = obj["metadata"]
+        path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        options: Manifest = {"propagationPolicy": "Background"}
+        if uid:
+            options["preconditions"] = {"uid": uid}
+        try:
+            await self.request("DELETE", path, options)
+        except ApiError as exc:
+            if exc.status not in (404, 409):
+                raise
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """What ``ensure`` did to one child; ``obj`` is the child as last seen (None if unknown)."""
+
+    action: str  # created | adopted | updated | unchanged | conflict | terminating
+    desired: Manifest
+    obj: Manifest | None = None
+    patch: Manifest = dataclasses.field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return f"{self.desired['kind']} {self.desired['metadata']['name']}"
+
+
+async def _create(kube: Kube, desired: Manifest) -> Manifest | None:
+    """Create; None when the name is taken (409), so that the caller looks at what is there."""
+    try:
+        return await kube.create(desired)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        return None
+
+
+async def ensure(kube: Kube, desired: Manifest, *, owner_uid: str, job_name: str,
+                 config_frozen: bool = False, fresh: bool = False) -> Outcome:
+    """Get-or-create one child: on 409 get it, then adopt it or patch only the fields we own.
+
+    ``fresh``: the job was just created, so try the create first (one request instead of two).
+    """
+    meta = desired["metadata"]
+    key = (desired["apiVersion"], desired["kind"], meta["namespace"], meta["name"])
+    if fresh and (created := await _create(kube, desired)) is not None:
+        return Outcome("created", desired, created)
+    obj = await kube.get(*key)
+    if obj is None and (created := await _create(kube, desired)) is not None:
+        return Outcome("created", desired, created)
+    obj = obj or await kube.get(*key)
+    if obj is None:  # taken, then gone again in between: the caller retries
+        raise ApiError(409, "Conflict", f"{desired['kind']} {meta['name']} vanished after a 409")
+    if obj.get("metadata", {}).get("deletionTimestamp"):
+        return Outcome("terminating", desired, obj)
+    owner = reconcile.ownership(obj, owner_uid, job_name)
+    if owner is reconcile.Ownership.FOREIGN:
+        return Outcome("conflict", desired, obj)
+    if owner is reconcile.Ownership.ADOPTABLE:
+        body = reconcile.adoption_patch(obj, desired)
+        return Outcome("adopted", desired, await kube.patch(obj, body), body)
+    body = reconcile.live_patch(obj, desired, config_frozen=config_frozen)
+    if body:
+        return Outcome("updated", desired, await kube.patch(obj, body), body)
+    return Outcome("unchanged", desired, obj)

@@ -1,0 +1,250 @@
+"""Pure status logic: observed children -> phase, conditions (metav1.Condition) and the patch to write.
+
+The operator owns every status key except ``step``, ``reward`` and ``policyVersion``, which the
+runtime writes (see docs/operator-runtime.md). Nothing here does I/O or reads a clock: the
+caller passes ``now``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .api import NexRLJobSpec, Phase, total_gpus
+
+TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+OPERATOR_KEYS = ("phase", "conditions", "observedGeneration", "gpus", "children", "message",
+                 "startTime", "completionTime", "restarts")
+RAY_FAILED = frozenset({"FAILED", "STOPPED"})
+LATCHED_CONDITIONS = (("Suspended", Phase.SUSPENDED), ("Complete", Phase.SUCCEEDED), ("Failed", Phase.FAILED))
+WORKLOAD_ROLES = {"RayJob": "rayjob", "Deployment": "inference", "StatefulSet": "trainer"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Child:
+    """What the status needs of one workload child (RayJob, inference Deployment, trainer StatefulSet)."""
+
+    kind: str
+    name: str
+    uid: str = ""
+    deleting: bool = False
+    replicas: int = 0
+    ready: int = 0
+    suspend: bool = False
+    kueue: bool = False
+    job_status: str = ""
+    deployment_status: str = ""
+    message: str = ""
+
+    @property
+    def role(self) -> str:
+        return WORKLOAD_ROLES[self.kind]
+
+    @property
+    def available(self) -> bool:
+        return not self.deleting and self.ready >= self.replicas
+
+    @property
+    def failed(self) -> bool:
+        return self.job_status in RAY_FAILED or self.deployment_status == "Failed"
+
+    @property
+    def running(self) -> bool:
+        return self.job_status == "RUNNING" and self.deployment_status == "Running"
+
+    @property
+    def succeeded(self) -> bool:
+        return self.job_status == "SUCCEEDED"
+
+
+def summarize(obj: Mapping[str, Any]) -> Child:
+    """The status-relevant digest of a child object (what the operator keeps in memory)."""
+    meta, spec, status = obj.get("metadata", {}), obj.get("spec") or {}, obj.get("status") or {}
+    return Child(
+        kind=obj.get("kind", ""),
+        name=meta.get("name", ""),
+        uid=meta.get("uid", ""),
+        deleting=bool(meta.get("deletionTimestamp")),
+        replicas=int(spec.get("replicas") or 0),
+        ready=int(status.get("readyReplicas") or 0),
+        suspend=bool(spec.get("suspend")),
+        kueue="kueue.x-k8s.io/queue-name" in (meta.get("labels") or {}),
+        job_status=status.get("jobStatus") or "",
+        deployment_status=status.get("jobDeploymentStatus") or "",
+        message=status.get("message") or "",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Observation:
+    """Everything the status is computed from: the job, its observed children and the verdicts."""
+
+    generation: int
+    status: Mapping[str, Any]
+    now: str
+    spec: NexRLJobSpec | None = None
+    children: Mapping[str, Child] = dataclasses.field(default_factory=dict)
+    """role (rayjob, inference, trainer) -> the observed workload"""
+    names: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """role -> name of every child the job has"""
+    invalid: str | None = None
+    """the validation message when the spec is invalid"""
+    restart_fields: Sequence[str] = ()
+    """spec fields changed since the start that only a restart could apply (rejected)"""
+    conflicts: Sequence[str] = ()
+    """children that exist but belong to someone else"""
+    restarted: bool = False
+    """the operator just deleted a failed RayJob to run it again"""
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    phase: Phase
+    reason: str
+    message: str
+
+
+def is_finished(status: Mapping[str, Any]) -> bool:
+    """Succeeded or Failed for good; a job that only failed validation may still be fixed by a new spec."""
+    if status.get("phase") not in TERMINAL:
+        return False
+    valid = next((c for c in status.get("conditions") or [] if c.get("type") == "Valid"), None)
+    return not (valid and valid.get("status") == "False")
+
+
+def _old_condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
+
+
+def expected_workloads(spec: NexRLJobSpec) -> list[str]:
+    """The workload roles a valid spec has while it runs."""
+    roles = ["rayjob"]
+    if spec.inference.replicas:
+        roles.append("inference")
+    if spec.mode == "training-service":
+        roles.append("trainer")
+    return roles
+
+
+def should_restart(obs: Observation) -> bool:
+    """A failed run with restarts left (and the job not finished or suspended) is run again."""
+    rayjob = obs.children.get("rayjob")
+    if obs.spec is None or rayjob is None or rayjob.deleting or not rayjob.failed:
+        return False
+    if is_finished(obs.status) or obs.spec.suspend:
+        return False
+    return int(obs.status.get("restarts") or 0) < obs.spec.max_restarts
+
+
+def _waiting_for(obs: Observation, spec: NexRLJobSpec) -> list[str]:
+    waits = []
+    for role in expected_workloads(spec):
+        child = obs.children.get(role)
+        if child is None or child.deleting:
+            waits.append(f"{role} to be created")
+        elif role == "rayjob" and not child.running:
+            state = "/".join(s for s in (child.deployment_status, child.job_status) if s) or "new"
+            waits.append(f"RayJob {child.name} to run ({state})")
+        elif role != "rayjob" and not child.available:
+            waits.append(f"{role} {child.ready}/{child.replicas} ready")
+    return waits
+
+
+def verdict(obs: Observation) -> Verdict:
+    """The phase, with a CamelCase reason and a message that says what happens or what is awaited."""
+    if obs.invalid is not None or obs.spec is None:
+        return Verdict(Phase.FAILED, "ValidationFailed", obs.invalid or "the spec is invalid")
+    if is_finished(obs.status):
+        phase = Phase(obs.status["phase"])
+        old = _old_condition(obs.status, "Complete" if phase == Phase.SUCCEEDED else "Failed")
+        return Verdict(phase, old.get("reason") or "Finished", obs.status.get("message") or "finished")
+    spec, rayjob = obs.spec, obs.children.get("rayjob")
+    if obs.restarted:
+        restart = f"restart {int(obs.status.get('restarts') or 0) + 1} of {spec.max_restarts}"
+        message = f"the run failed; {restart} from the latest checkpoint"
+        return Verdict(Phase.PROVISIONING, "Restarting", message)
+    if rayjob is not None and rayjob.succeeded:
+        return Verdict(Phase.SUCCEEDED, "RayJobSucceeded", f"RayJob {rayjob.name} succeeded")
+    if rayjob is not None and rayjob.failed and not should_restart(obs):
+        detail = f": {rayjob.message}" if rayjob.message else ""
+        return Verdict(Phase.FAILED, "RayJobFailed",
+                       f"RayJob {rayjob.name} {rayjob.job_status or rayjob.deployment_status}{detail}")
+    if spec.suspend:
+        return Verdict(Phase.SUSPENDED, "Suspended", "spec.suspend is true: all pods are stopped")
+    if obs.conflicts:
+        return Verdict(Phase.PROVISIONING, "NameConflict", "; ".join(obs.conflicts))
+    if rayjob is not None and rayjob.suspend and rayjob.kueue:
+        queue = spec.scheduling.queue_name
+        return Verdict(Phase.QUEUED, "WaitingForKueue", f"waiting for Kueue to admit the job (queue {queue})")
+    waits = _waiting_for(obs, spec)
+    if waits:
+        return Verdict(Phase.PROVISIONING, "Provisioning", "waiting for " + ", ".join(waits))
+    return Verdict(Phase.RUNNING, "Running", "all workloads are running")
+
+
+def _condition(type_: str, ok: bool, reason: str, message: str) -> dict[str, Any]:
+    return {"type": type_, "status": "True" if ok else "False", "reason": reason, "message": message}
+
+
+def conditions(obs: Observation, v: Verdict) -> list[dict[str, Any]]:
+    """metav1.Conditions without times and generations (see ``desired_status``).
+
+    Valid, SpecApplied and Ready are always present; Suspended, Complete and Failed once they
+    have been true (as the Job controller does), so that their transitions stay visible.
+    """
+    valid = obs.invalid is None and obs.spec is not None
+    out = [_condition("Valid", valid, "SpecValid" if valid else "ValidationFailed",
+                      obs.invalid or "the spec is valid")]
+    if valid:
+        fields = ", ".join(obs.restart_fields)
+        message = (f"changes to {fields} need a restart, which the operator does not do by itself: revert "
+                   "them, or delete and re-create the job (it resumes from its latest checkpoint in "
+                   "spec.storage); live changes (inference.replicas, suspend, maxRestarts) still apply"
+                   if fields else "the children match the spec")
+        out.append(_condition("SpecApplied", not fields, "RestartRequired" if fields else "Applied", message))
+    out.append(_condition("Ready", v.phase == Phase.RUNNING, v.reason, v.message))
+    seen = {c.get("type") for c in obs.status.get("conditions") or []}
+    for type_, phase in LATCHED_CONDITIONS:
+        if v.phase == phase:
+            out.append(_condition(type_, True, v.reason, v.message))
+        elif type_ in seen:
+            out.append(_condition(type_, False, f"Not{type_}", f"the job is {v.phase.value.lower()}"))
+    return out
+
+
+def _stamp(new: list[dict[str, Any]], old: Sequence[Mapping[str, Any]], generation: int,
+           now: str) -> list[dict[str, Any]]:
+    """Add observedGeneration, and lastTransitionTime kept from ``old`` unless the status flipped."""
+    before = {c.get("type"): c for c in old}
+    stamped = []
+    for cond in new:
+        prior = before.get(cond["type"])
+        since = prior.get("lastTransitionTime") if prior and prior.get("status") == cond["status"] else None
+        stamped.append({**cond, "lastTransitionTime": since or now, "observedGeneration": generation})
+    return stamped
+
+
+def desired_status(obs: Observation) -> dict[str, Any]:
+    """The operator-owned part of the status for this observation."""
+    v = verdict(obs)
+    old = obs.status
+    status: dict[str, Any] = {
+        "phase": v.phase.value,
+        "conditions": _stamp(conditions(obs, v), old.get("conditions") or [], obs.generation, obs.now),
+        "observedGeneration": obs.generation,
+        "children": dict(obs.names) if obs.names else old.get("children") or {},
+        "message": v.message,
+        "restarts": int(old.get("restarts") or 0) + (1 if obs.restarted else 0),
+    }
+    if obs.spec is not None:
+        status["gpus"] = total_gpus(obs.spec)
+    start = old.get("startTime") or (obs.now if v.phase == Phase.RUNNING else None)
+    end = old.get("completionTime") or (obs.now if v.phase in TERMINAL else None)
+    status.update({key: value for key, value in (("startTime", start), ("completionTime", end)) if value})
+    return status
+
+
+def status_patch(current: Mapping[str, Any], desired: Mapping[str, Any]) -> dict[str, Any]:
+    """The keys of ``desired`` that differ from ``current``: empty when nothing needs writing."""
+    return {key: value for key, value in desired.items() if current.get(key) != value}

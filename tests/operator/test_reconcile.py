@@ -1,0 +1,80 @@
+"""reconcile.py: ownership, adoption, the fields we patch live, and restart-only spec changes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nexrl_operator.reconcile import (
+    Ownership,
+    adoption_patch,
+    changed_paths,
+    live_patch,
+    ownership,
+    restart_fields,
+    scale_to_zero,
+)
+
+OURS = {"apiVersion": "nexrl.io/v1alpha1", "kind": "NexRLJob", "name": "j", "uid": "u1", "controller": True}
+
+
+def obj(kind: str, spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": kind, "metadata": {"name": "x", **meta}, "spec": spec or {}}
+
+
+def test_changed_paths_and_restart_fields() -> None:
+    applied = {"image": "a", "inference": {"replicas": 1, "gpusPerReplica": 1}, "suspend": False,
+               "trainer": {"nodes": 1}, "overrides": ["x=1"]}
+    live_only = {**applied, "inference": {"replicas": 4, "gpusPerReplica": 1}, "suspend": True,
+                 "maxRestarts": 2}
+    assert changed_paths(applied, live_only, "spec") == ["spec.inference.replicas", "spec.maxRestarts",
+                                                         "spec.suspend"]
+    assert restart_fields(applied, live_only) == []
+    shape = {**applied, "image": "b", "inference": {"replicas": 1, "gpusPerReplica": 2},
+             "overrides": ["x=2"], "model": {"name": "m"}}
+    assert restart_fields(applied, shape) == ["spec.image", "spec.inference.gpusPerReplica",
+                                              "spec.model", "spec.overrides"]
+
+
+def test_ownership() -> None:
+    assert ownership(obj("ConfigMap", ownerReferences=[OURS]), "u1", "j") is Ownership.OWNED
+    orphan = obj("ConfigMap", labels={"nexrl.io/job": "j"})
+    assert ownership(orphan, "u1", "j") is Ownership.ADOPTABLE
+    other_job = obj("ConfigMap", labels={"nexrl.io/job": "j"}, ownerReferences=[{**OURS, "uid": "old"}])
+    assert ownership(other_job, "u1", "j") is Ownership.FOREIGN  # an earlier job's, still being collected
+    assert ownership(obj("ConfigMap"), "u1", "j") is Ownership.FOREIGN
+    assert ownership(obj("ConfigMap", labels={"nexrl.io/job": "k"}), "u1", "j") is Ownership.FOREIGN
+
+
+def test_adoption_keeps_other_non_controller_owners() -> None:
+    helper = {"apiVersion": "v1", "kind": "Secret", "name": "s", "uid": "s1"}
+    existing = obj("ConfigMap", ownerReferences=[helper], labels={"nexrl.io/job": "j", "keep": "me"})
+    desired = obj("ConfigMap", ownerReferences=[OURS], labels={"nexrl.io/job": "j", "app": "nexrl"})
+    assert adoption_patch(existing, desired) == {"metadata": {
+        "ownerReferences": [helper, OURS], "labels": {"nexrl.io/job": "j", "app": "nexrl"}}}
+
+
+def test_live_patch_touches_only_owned_fields() -> None:
+    deployment = obj("Deployment", {"replicas": 1, "template": {"x": 1}})
+    assert live_patch(deployment, obj("Deployment", {"replicas": 3, "template": {"x": 2}})) == {
+        "spec": {"replicas": 3}}
+    assert live_patch(deployment, obj("Deployment", {"replicas": 1, "template": {"x": 2}})) == {}
+    rayjob = obj("RayJob", {"suspend": False, "entrypoint": "a"})
+    suspended = obj("RayJob", {"suspend": True, "entrypoint": "b"})
+    assert live_patch(rayjob, suspended) == {"spec": {"suspend": True}}
+    queued = obj("RayJob", {"suspend": True}, labels={"kueue.x-k8s.io/queue-name": "q"})
+    assert live_patch(queued, obj("RayJob", {"suspend": False})) == {}  # Kueue owns spec.suspend
+
+
+def test_live_patch_of_config_data_unless_frozen() -> None:
+    config = {"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "1", "old": "x"}}
+    want = {"kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"a": "2", "new": "y"}}
+    assert live_patch(config, want) == {"data": {"a": "2", "new": "y", "old": None}}
+    assert live_patch(config, want, config_frozen=True) == {}
+    assert live_patch(config, config) == {}
+    assert live_patch(obj("Service", {"ports": [1]}), obj("Service", {"ports": [2]})) == {}
+
+
+def test_scale_to_zero() -> None:
+    assert scale_to_zero(obj("StatefulSet", {"replicas": 2})) == {"spec": {"replicas": 0}}
+    assert scale_to_zero(obj("StatefulSet", {"replicas": 0})) == {}
+    assert scale_to_zero(obj("RayJob", {"suspend": False})) == {}
