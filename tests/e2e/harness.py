@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import os
 import pathlib
+import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
@@ -14,6 +18,9 @@ import kmock
 import kubernetes
 import yaml
 from apiserver import ApiServer
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+NEXRL_CRD = REPO / "crds" / "nexrl.io_nexrljobs.yaml"
 
 T = TypeVar("T")
 
@@ -89,3 +96,70 @@ class EmulatorThread:
         configuration = kubernetes.client.Configuration()
         configuration.host = self.url
         return kubernetes.client.ApiClient(configuration)
+
+    def live(self, group: str, version: str, plural: str) -> list[dict[str, Any]]:
+        """A consistent snapshot of the live objects of a resource (taken on the server's loop)."""
+        async def snapshot() -> list[dict[str, Any]]:
+            return self.emu.live(group, version, plural)
+        return self.run(snapshot)
+
+    def install_crd(self, path: pathlib.Path = NEXRL_CRD) -> None:
+        """Create a CustomResourceDefinition from a YAML file (as `kubectl apply -f crds/` would)."""
+        crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+        self.run(lambda: self.emu.apply("apiextensions.k8s.io", "v1", "customresourcedefinitions", crd))
+
+    def watches(self, plural: str) -> int:
+        """How many watch requests for a resource the server has seen (a restarted operator adds one)."""
+        return sum(1 for call in list(self.emu.calls) if call.verb == "watch" and call.resource == plural)
+
+
+class OperatorProcess:
+    """The real operator (`python -m nexrl_operator.main`) in a subprocess, pointed at the emulator."""
+
+    def __init__(self, server: EmulatorThread, workdir: pathlib.Path, *args: str) -> None:
+        self.server, self.args = server, args
+        self.kubeconfig = server.write_kubeconfig(workdir / "kubeconfig.yaml")
+        self.log_path = workdir / "operator.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 30) -> OperatorProcess:
+        """Start it and wait until it watches NexRLJobs (a fresh watch request, so restarts count too)."""
+        before = self.server.watches("nexrljobs")
+        env = {**os.environ, "KUBECONFIG": str(self.kubeconfig), "PYTHONUNBUFFERED": "1"}
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen([sys.executable, "-m", "nexrl_operator.main", *self.args],
+                                         env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+        wait_for(lambda: self.server.watches("nexrljobs") > before or self.proc.poll() is not None,
+                 timeout, what="the operator to watch nexrljobs")
+        if self.proc.poll() is not None:
+            raise AssertionError(f"the operator exited with {self.proc.returncode}:\n{self.log()}")
+        return self
+
+    def stop(self, kill: bool = False) -> None:
+        """SIGTERM and wait (a clean stop), or SIGKILL (a crash)."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def rss_mb(self, peak: bool = False) -> float:
+        """Resident memory of the operator process (VmHWM with ``peak``), from /proc."""
+        assert self.proc is not None
+        field = "VmHWM" if peak else "VmRSS"
+        for line in pathlib.Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+        raise AssertionError(f"no {field} for pid {self.proc.pid}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> OperatorProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

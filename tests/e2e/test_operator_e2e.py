@@ -1,0 +1,316 @@
+"""The real operator (a `nexrl_operator.main` process running kopf) against the emulator over HTTP.
+
+The test plays KubeRay and the Deployment controller by writing child statuses with the real
+kubernetes client, and waits on conditions (``wait_for``), never on fixed sleeps.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import kubernetes
+import pytest
+from apiserver_model import Fault
+from harness import EmulatorThread, OperatorProcess, wait_for
+from kubernetes.client.exceptions import ApiException
+
+GROUP, VERSION, PLURAL = "nexrl.io", "v1alpha1", "nexrljobs"
+STATUS_INTERVAL = "0.3"
+_ids = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[EmulatorThread]:
+    with EmulatorThread() as thread:
+        thread.install_crd()
+        yield thread
+
+
+@pytest.fixture(scope="module")
+def operator(server: EmulatorThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    workdir = tmp_path_factory.mktemp("operator")
+    process = OperatorProcess(server, workdir, "--status-interval", STATUS_INTERVAL)
+    with process:
+        yield process
+    log = process.log()
+    assert "Traceback" not in log, log[-5000:]
+
+
+@pytest.fixture()
+def ns() -> str:
+    return f"e2e-{next(_ids)}"
+
+
+class Cluster:
+    """The test's view of the cluster: jobs, children, and the statuses controllers would write."""
+
+    def __init__(self, server: EmulatorThread) -> None:
+        self.server = server
+        api = server.api_client()
+        self.custom = kubernetes.client.CustomObjectsApi(api)
+        self.core = kubernetes.client.CoreV1Api(api)
+        self.apps = kubernetes.client.AppsV1Api(api)
+
+    def create_job(self, ns: str, name: str, **spec: Any) -> dict[str, Any]:
+        body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "NexRLJob", "metadata": {"name": name},
+                "spec": _merge(BASE_SPEC, spec)}
+        return self.custom.create_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, body)
+
+    def job(self, ns: str, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name)
+
+    def patch_spec(self, ns: str, name: str, **spec: Any) -> None:
+        self.custom.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, name, {"spec": spec})
+
+    def wait_phase(self, ns: str, name: str, phase: str, timeout: float = 10) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            job = self.job(ns, name)
+            return job if job.get("status", {}).get("phase") == phase else None
+        return wait_for(reached, timeout, what=f"{ns}/{name} to be {phase}")
+
+    def rayjob(self, ns: str, name: str) -> dict[str, Any]:
+        return self.custom.get_namespaced_custom_object("ray.io", "v1", ns, "rayjobs", name)
+
+    def run_rayjob(self, ns: str, name: str, deployment: str, job: str = "RUNNING",
+                   phase: str = "Running") -> None:
+        """Play KubeRay and the Deployment controller: the job runs and every vLLM replica is ready."""
+        self.custom.patch_namespaced_custom_object_status(
+            "ray.io", "v1", ns, "rayjobs", name, {"status": {"jobStatus": job, "jobDeploymentStatus": phase}})
+        replicas = self.apps.read_namespaced_deployment(deployment, ns).spec.replicas
+        self.apps.patch_namespaced_deployment_status(
+            deployment, ns, {"status": {"replicas": replicas, "readyReplicas": replicas}})
+
+    def owned(self, ns: str, name: str) -> dict[str, list[dict[str, Any]]]:
+        """Kind -> the live objects labelled for this job."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        for group, version, plural in KINDS:
+            for obj in self.server.live(group, version, plural):
+                meta = obj["metadata"]
+                if meta.get("namespace") == ns and (meta.get("labels") or {}).get("nexrl.io/job") == name:
+                    out.setdefault(obj["kind"], []).append(obj)
+        return out
+
+    def events(self, ns: str, name: str) -> list[str]:
+        return [e["reason"] for e in self.server.live("", "v1", "events")
+                if e["metadata"]["namespace"] == ns and e["involvedObject"]["name"] == name]
+
+    def creates(self, ns: str, since: int = 0) -> dict[str, int]:
+        """Successful creates per resource in a namespace (duplicates would show as 409s or extra 201s)."""
+        counts: dict[str, int] = {}
+        for call in self.server.emu.calls[since:]:
+            if (call.verb, call.namespace, call.status) == ("create", ns, 201) and call.resource != "events":
+                counts[call.resource or ""] = counts.get(call.resource or "", 0) + 1
+        return counts
+
+
+BASE_SPEC: dict[str, Any] = {
+    "recipe": "/app/recipe/gsm8k/gsm8k.yaml", "image": "nexrl:test", "model": {"name": "tiny-model"},
+    "inference": {"replicas": 2, "gpusPerReplica": 1}, "trainer": {"nodes": 1, "gpusPerNode": 2},
+}
+KINDS = (("", "v1", "configmaps"), ("", "v1", "services"), ("", "v1", "persistentvolumeclaims"),
+         ("apps", "v1", "deployments"), ("apps", "v1", "statefulsets"), ("ray.io", "v1", "rayjobs"))
+
+
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = _merge(out[key], value) if nested else value
+    return out
+
+
+def condition(job: dict[str, Any], type_: str) -> dict[str, Any]:
+    return next(c for c in job["status"]["conditions"] if c["type"] == type_)
+
+
+@pytest.fixture()
+def cluster(server: EmulatorThread, operator: OperatorProcess) -> Cluster:
+    return Cluster(server)
+
+
+def test_create_makes_owned_children_and_reports_provisioning(cluster: Cluster, ns: str) -> None:
+    created = cluster.create_job(ns, "demo", mode="training-service", storage={"size": "10Gi"})
+    job = cluster.wait_phase(ns, "demo", "Provisioning")
+    children = cluster.owned(ns, "demo")
+    assert {kind: len(objs) for kind, objs in children.items()} == {
+        "ConfigMap": 1, "Service": 2, "PersistentVolumeClaim": 1, "Deployment": 1, "StatefulSet": 1,
+        "RayJob": 1}
+    for obj in itertools.chain.from_iterable(children.values()):
+        (ref,) = obj["metadata"]["ownerReferences"]
+        assert (ref["uid"], ref["kind"], ref["controller"]) == (created["metadata"]["uid"], "NexRLJob", True)
+    status = job["status"]
+    assert status["children"] == {"config": "demo-config", "storage": "demo-data", "rayjob": "demo",
+                                  "inference": "demo-inference", "trainer": "demo-trainer"}
+    assert status["gpus"] == 2 * 1 + 1 * 2 and status["observedGeneration"] == 1
+    assert condition(job, "Valid")["status"] == "True" and condition(job, "Ready")["status"] == "False"
+    assert "nexrl.io/finalizer" in job["metadata"]["finalizers"]
+    wait_for(lambda: cluster.events(ns, "demo").count("Created") == 7, what="a Created event per child")
+
+
+def test_children_statuses_drive_running_then_succeeded(cluster: Cluster, ns: str) -> None:
+    cluster.create_job(ns, "run")
+    cluster.wait_phase(ns, "run", "Provisioning")
+    cluster.run_rayjob(ns, "run", "run-inference")
+    job = cluster.wait_phase(ns, "run", "Running")
+    assert condition(job, "Ready")["status"] == "True" and job["status"]["startTime"]
+    cluster.run_rayjob(ns, "run", "run-inference", job="SUCCEEDED", phase="Complete")
+    job = cluster.wait_phase(ns, "run", "Succeeded")
+    assert condition(job, "Complete")["reason"] == "RayJobSucceeded" and job["status"]["completionTime"]
+    wait_for(lambda: cluster.apps.read_namespaced_deployment("run-inference", ns).spec.replicas == 0,
+             what="the finished job's vLLM GPUs to be released")
+    # A finished job never recreates children: delete one, change the spec, and see it ignored.
+    cluster.apps.delete_namespaced_deployment("run-inference", ns)
+    cluster.patch_spec(ns, "run", inference={"replicas": 5})
+    wait_for(lambda: "SpecIgnored" in cluster.events(ns, "run"), what="the spec change to be ignored")
+    assert "Deployment" not in cluster.owned(ns, "run")
+    assert cluster.job(ns, "run")["status"]["phase"] == "Succeeded"
+
+
+def test_replicas_scale_the_deployment_live(cluster: Cluster, ns: str) -> None:
+    cluster.create_job(ns, "scale")
+    cluster.wait_phase(ns, "scale", "Provisioning")
+    cluster.patch_spec(ns, "scale", inference={"replicas": 3})
+    wait_for(lambda: cluster.apps.read_namespaced_deployment("scale-inference", ns).spec.replicas == 3,
+             what="the Deployment to scale to 3")
+    config = cluster.core.read_namespaced_config_map("scale-config", ns).data["cluster.yaml"]
+    assert "replicas: 3" in config
+    generation = cluster.job(ns, "scale")["metadata"]["generation"]
+    wait_for(lambda: cluster.job(ns, "scale")["status"]["observedGeneration"] == generation)
+    assert condition(cluster.job(ns, "scale"), "SpecApplied")["status"] == "True"
+
+
+def test_restart_only_change_is_rejected_with_a_condition(cluster: Cluster, ns: str) -> None:
+    cluster.create_job(ns, "shape")
+    cluster.wait_phase(ns, "shape", "Provisioning")
+    before = cluster.rayjob(ns, "shape")
+    cluster.patch_spec(ns, "shape", model={"name": "other-model"}, trainer={"gpusPerNode": 4})
+
+    def rejected() -> dict[str, Any] | None:
+        cond = condition(cluster.job(ns, "shape"), "SpecApplied")
+        return cond if cond["reason"] == "RestartRequired" else None
+
+    cond = wait_for(rejected, what="SpecApplied=False/RestartRequired")
+    assert cond["status"] == "False"
+    assert "spec.model.name" in cond["message"] and "spec.trainer.gpusPerNode" in cond["message"]
+    assert cluster.rayjob(ns, "shape")["metadata"]["resourceVersion"] == before["metadata"]["resourceVersion"]
+
+
+def test_invalid_spec_fails_with_validation_failed_and_no_children(cluster: Cluster, ns: str) -> None:
+    cluster.create_job(ns, "bad", model=None, inference={"replicas": 1})
+    job = cluster.wait_phase(ns, "bad", "Failed")
+    valid = condition(job, "Valid")
+    assert (valid["status"], valid["reason"]) == ("False", "ValidationFailed")
+    assert "spec.model" in valid["message"] and "spec.model" in job["status"]["message"]
+    assert condition(job, "Failed")["reason"] == "ValidationFailed"
+    assert cluster.owned(ns, "bad") == {}
+    assert "ValidationFailed" in cluster.events(ns, "bad")
+
+
+def test_delete_removes_children_and_the_finalizer(cluster: Cluster, ns: str) -> None:
+    cluster.create_job(ns, "gone")
+    cluster.wait_phase(ns, "gone", "Provisioning")
+    assert cluster.owned(ns, "gone")
+    cluster.custom.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, "gone")
+
+    def deleted() -> bool:
+        try:
+            cluster.job(ns, "gone")
+        except ApiException as exc:
+            return exc.status == 404
+        return False
+
+    wait_for(deleted, what="the finalizer to be removed and the job deleted")
+    assert cluster.owned(ns, "gone") == {}
+
+
+def test_suspend_stops_pods_and_resume_restores_them(cluster: Cluster, ns: str) -> None:
+    cluster.create_job(ns, "pause", mode="training-service")
+    cluster.wait_phase(ns, "pause", "Provisioning")
+    cluster.patch_spec(ns, "pause", suspend=True)
+    job = cluster.wait_phase(ns, "pause", "Suspended")
+    assert condition(job, "Suspended")["status"] == "True"
+    assert cluster.rayjob(ns, "pause")["spec"]["suspend"] is True
+    assert cluster.apps.read_namespaced_deployment("pause-inference", ns).spec.replicas == 0
+    assert cluster.apps.read_namespaced_stateful_set("pause-trainer", ns).spec.replicas == 0
+    cluster.patch_spec(ns, "pause", suspend=False)
+    job = cluster.wait_phase(ns, "pause", "Provisioning")
+    assert condition(job, "Suspended")["status"] == "False"
+    assert cluster.rayjob(ns, "pause")["spec"]["suspend"] is False
+    assert cluster.apps.read_namespaced_deployment("pause-inference", ns).spec.replicas == 2
+    assert cluster.apps.read_namespaced_stateful_set("pause-trainer", ns).spec.replicas == 1
+
+
+def test_conflicts_on_create_are_adopted_not_duplicated(cluster: Cluster, ns: str) -> None:
+    # An orphan from an earlier incarnation (labelled, no controller): adopted.
+    cluster.core.create_namespaced_config_map(ns, {"metadata": {"name": "race-config",
+                                                                "labels": {"nexrl.io/job": "race"}}})
+    # Our own create races another writer: 409 although it got created. Then: get, own it, go on.
+    race = cluster.server.emu.inject(Fault("create", "deployments", namespace=ns, status=409,
+                                           reason="AlreadyExists", after=True))
+    created = cluster.create_job(ns, "race")
+    cluster.wait_phase(ns, "race", "Provisioning")
+    assert race.hits == 1
+    children = cluster.owned(ns, "race")
+    assert len(children["Deployment"]) == 1 and len(children["ConfigMap"]) == 1
+    (ref,) = children["ConfigMap"][0]["metadata"]["ownerReferences"]
+    assert ref["uid"] == created["metadata"]["uid"]
+    assert "Adopted" in cluster.events(ns, "race")
+
+
+def test_someone_elses_object_is_never_touched(cluster: Cluster, ns: str) -> None:
+    cluster.core.create_namespaced_service(ns, {"metadata": {"name": "mine-inference"},
+                                                "spec": {"ports": [{"port": 1}]}})
+    cluster.create_job(ns, "mine")
+
+    def conflict() -> dict[str, Any] | None:
+        job = cluster.job(ns, "mine")
+        return job if "not ours" in job.get("status", {}).get("message", "") else None
+
+    job = wait_for(conflict, what="a NameConflict message")
+    assert job["status"]["phase"] == "Provisioning"
+    service = cluster.core.read_namespaced_service("mine-inference", ns)
+    assert not service.metadata.owner_references and service.spec.ports[0].port == 1
+    assert "NameConflict" in cluster.events(ns, "mine")
+
+
+def test_failed_run_restarts_up_to_max_restarts(cluster: Cluster, ns: str) -> None:
+    cluster.create_job(ns, "flaky", maxRestarts=1)
+    cluster.wait_phase(ns, "flaky", "Provisioning")
+    first = cluster.rayjob(ns, "flaky")["metadata"]["uid"]
+    cluster.run_rayjob(ns, "flaky", "flaky-inference", job="FAILED", phase="Failed")
+    second = wait_for(lambda: (uid := cluster.rayjob(ns, "flaky")["metadata"]["uid"]) != first and uid,
+                      what="the RayJob to be re-created")
+    assert cluster.job(ns, "flaky")["status"]["restarts"] == 1
+    cluster.run_rayjob(ns, "flaky", "flaky-inference", job="FAILED", phase="Failed")
+    job = cluster.wait_phase(ns, "flaky", "Failed")
+    assert condition(job, "Failed")["reason"] == "RayJobFailed"
+    assert cluster.rayjob(ns, "flaky")["metadata"]["uid"] == second
+
+
+def test_operator_restart_mid_creation_makes_no_duplicates(cluster: Cluster, operator: OperatorProcess,
+                                                           ns: str) -> None:
+    start = len(cluster.server.emu.calls)
+    # The RayJob create fails, so the create handler stops half-way; the operator dies before its retry.
+    cluster.server.emu.inject(Fault("create", "rayjobs", namespace=ns, status=500, times=100))
+    cluster.create_job(ns, "crash")
+    calls = cluster.server.emu.calls
+    wait_for(lambda: any(c.resource == "rayjobs" and c.status == 500 for c in calls[start:]),
+             what="the half-done create")
+    operator.stop(kill=True)
+    cluster.server.emu.faults.clear()
+    cluster.create_job(ns, "offline")  # created while no operator runs
+    operator.start()
+    cluster.wait_phase(ns, "crash", "Provisioning")
+    cluster.wait_phase(ns, "offline", "Provisioning")
+    for name in ("crash", "offline"):
+        counts = {kind: len(objs) for kind, objs in cluster.owned(ns, name).items()}
+        assert counts == {"ConfigMap": 1, "Service": 1, "Deployment": 1, "RayJob": 1}, (name, counts)
+    assert cluster.creates(ns, start) == {"nexrljobs": 2, "configmaps": 2, "services": 2, "deployments": 2,
+                                          "rayjobs": 2}
+    log = pathlib.Path(operator.log_path).read_text()
+    assert "Traceback" not in log.split("Starting Kopf")[-1], json.dumps(log[-3000:])
