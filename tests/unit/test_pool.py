@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.pool import TrajectoryPool, compose
 from nexrl_runtime.types import Batch, Trajectory
 
@@ -101,6 +102,19 @@ def test_group_keys_from_extra_and_errors() -> None:
         pool.put(traj("x", z=1))
     with pytest.raises(ValueError, match="need hashable values"):
         pool.put(traj("x", prompt_id=[1]))
+    with pytest.raises(ValueError, match="prompt_id"):  # what came before the bad one stays
+        pool.put_many([traj("x", prompt_id=1), traj("y")])
+    assert len(pool) == 1 and pool.stats()["received"] == 3
+
+
+def test_from_config() -> None:
+    cfg = NexRLConfig(
+        data={"path": "d.jsonl", "batch_size": 3, "rollout_repeat_n": 4},
+        rollout={"evaluator": "evaluator.py:E"},
+        pool={"grouping": "hierarchical", "group_keys": ["run_id", "group_id"]},
+    )
+    pool = TrajectoryPool.from_config(cfg)
+    assert (pool.batch_size, pool.group_size, pool.grouping) == (12, 4, "hierarchical")
 
 
 @pytest.mark.parametrize(
