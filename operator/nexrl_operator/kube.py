@@ -19,6 +19,8 @@ from . import reconcile
 
 Manifest = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
+USER_AGENT = "nexrl-operator"
+"""Sent with the operator's own requests (kopf's carry kopf's), so audit logs tell them apart."""
 
 
 class ApiError(Exception):
@@ -50,7 +52,9 @@ class Kube:
             aio_config.load_incluster_config()
         else:
             await aio_config.load_kube_config()
-        return cls(aio_client.ApiClient())
+        api = aio_client.ApiClient()
+        api.user_agent = USER_AGENT
+        return cls(api)
 
     async def close(self) -> None:
         await self.api.close()

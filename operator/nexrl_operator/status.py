@@ -14,8 +14,6 @@ from typing import Any
 from .api import NexRLJobSpec, Phase, total_gpus
 
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
-OPERATOR_KEYS = ("phase", "conditions", "observedGeneration", "gpus", "children", "message",
-                 "startTime", "completionTime", "restarts")
 RAY_FAILED = frozenset({"FAILED", "STOPPED"})
 LATCHED_CONDITIONS = (("Suspended", Phase.SUSPENDED), ("Complete", Phase.SUCCEEDED), ("Failed", Phase.FAILED))
 WORKLOAD_ROLES = {"RayJob": "rayjob", "Deployment": "inference", "StatefulSet": "trainer"}

@@ -126,13 +126,16 @@ class Call:
     namespace: str | None
     name: str | None
     path: str
+    agent: str = ""
+    """the client's User-Agent (kopf, the operator's own client, a test)"""
     status: int = 0
 
     @classmethod
-    def of(cls, target: Target | None, path: str, name: str | None) -> Call:
+    def of(cls, target: Target | None, path: str, name: str | None, agent: str = "") -> Call:
         if target is None:  # discovery and other non-resource URLs
-            return cls("get", None, None, None, None, None, path)
-        return cls(target.verb, target.group, target.plural, target.subresource, target.namespace, name, path)
+            return cls("get", None, None, None, None, None, path, agent)
+        return cls(target.verb, target.group, target.plural, target.subresource, target.namespace, name, path,
+                   agent)
 
 
 @dataclasses.dataclass

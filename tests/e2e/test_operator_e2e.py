@@ -18,6 +18,7 @@ import pytest
 from apiserver_model import Fault
 from harness import EmulatorThread, OperatorProcess, wait_for
 from kubernetes.client.exceptions import ApiException
+from nexrl_operator.progress import progress_patch
 
 GROUP, VERSION, PLURAL = "nexrl.io", "v1alpha1", "nexrljobs"
 STATUS_INTERVAL = "0.3"
@@ -158,9 +159,13 @@ def test_children_statuses_drive_running_then_succeeded(cluster: Cluster, ns: st
     cluster.run_rayjob(ns, "run", "run-inference")
     job = cluster.wait_phase(ns, "run", "Running")
     assert condition(job, "Ready")["status"] == "True" and job["status"]["startTime"]
+    # The runtime reports progress on the status subresource; the operator leaves those keys alone.
+    cluster.custom.patch_namespaced_custom_object_status(GROUP, VERSION, ns, PLURAL, "run",
+                                                         progress_patch(12, 0.75, 3))
     cluster.run_rayjob(ns, "run", "run-inference", job="SUCCEEDED", phase="Complete")
     job = cluster.wait_phase(ns, "run", "Succeeded")
     assert condition(job, "Complete")["reason"] == "RayJobSucceeded" and job["status"]["completionTime"]
+    assert (job["status"]["step"], job["status"]["reward"], job["status"]["policyVersion"]) == (12, 0.75, 3)
     wait_for(lambda: cluster.apps.read_namespaced_deployment("run-inference", ns).spec.replicas == 0,
              what="the finished job's vLLM GPUs to be released")
     # A finished job never recreates children: delete one, change the spec, and see it ignored.

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from nexrl_operator.api import NexRLJobSpec
+from nexrl_operator.progress import RUNTIME_KEYS, progress_patch, status_path
 from nexrl_operator.status import (
     Child,
     Observation,
@@ -164,3 +165,14 @@ def test_status_is_written_only_when_it_changes() -> None:
 ])
 def test_summarize(obj: dict[str, Any], expected: Child) -> None:
     assert summarize(obj) == expected
+
+
+def test_the_operator_never_writes_the_runtime_keys() -> None:
+    everything = desired_status(observe(children=RUNNING, restarted=True, names={"rayjob": "j"}))
+    assert not set(everything) & set(RUNTIME_KEYS)
+
+
+def test_progress_patch() -> None:
+    assert progress_patch(3, 0.1234567, 2) == {"status": {"step": 3, "reward": 0.123457, "policyVersion": 2}}
+    assert progress_patch(4, float("nan")) == {"status": {"step": 4}}
+    assert status_path("ns", "j") == "/apis/nexrl.io/v1alpha1/namespaces/ns/nexrljobs/j/status"
