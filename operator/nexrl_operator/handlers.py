@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
@@ -81,40 +81,61 @@ def _write(body: kopf.Body, patch: kopf.Patch, current: Mapping[str, Any], desir
                    message=desired.get("message") or "")
 
 
-def _announce(body: kopf.Body, outcome: Outcome) -> None:
+def _announce(body: kopf.Body, outcome: Outcome, known_conflicts: Sequence[str]) -> None:
+    """An Event per change to a child; a conflict only the first time it is seen."""
+    label = outcome.label
     messages = {
-        "created": ("Normal", "Created", f"created {outcome.label}"),
-        "adopted": ("Normal", "Adopted", f"adopted {outcome.label} (it had no controller)"),
-        "updated": ("Normal", "Updated", f"patched {outcome.label}: {json.dumps(outcome.patch)}"),
-        "conflict": ("Warning", "NameConflict", f"{outcome.label} exists and belongs to someone else"),
+        "created": ("Normal", "Created", f"created {label}"),
+        "adopted": ("Normal", "Adopted", f"adopted {label} (it had no controller)"),
+        "updated": ("Normal", "Updated", f"patched {label}: {reconcile.describe_patch(outcome.patch)}"),
+        "conflict": ("Warning", "NameConflict", _conflict(outcome)),
     }
-    if outcome.action in messages:
+    repeated = outcome.action == "conflict" and _conflict(outcome) in known_conflicts
+    if outcome.action in messages and not repeated:
         type_, reason, message = messages[outcome.action]
         kopf.event(body, type=type_, reason=reason, message=message)
 
 
-async def _apply(kube: Kube, body: kopf.Body, job: NexRLJob, *, fresh: bool, restart: list[str],
-                 observed: Mapping[str, Child]) -> tuple[list[Outcome], dict[str, str]]:
-    """Ensure every child; free workloads the spec no longer wants. Returns outcomes and role->name."""
+def _conflict(outcome: Outcome) -> str:
+    return f"{outcome.label} exists and is not ours; delete or rename it"
+
+
+@dataclasses.dataclass(frozen=True)
+class Converged:
+    """What ``_converge`` saw: the workloads, role -> child name, and children in the way."""
+
+    children: dict[str, Child]
+    names: dict[str, str]
+    conflicts: list[str]
+
+
+async def _converge(body: kopf.Body, job: NexRLJob, memo: kopf.Memo, indexes: Mapping[str, Any], *,
+                    fresh: bool, restart: list[str]) -> Converged:
+    """Ensure every child (Events for each change); free workloads the spec no longer wants."""
     meta = body["metadata"]
-    desired = build_children(job, name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+    observed = _observed(meta["uid"], indexes)
+    known = getattr(memo, "conflicts", [])
     outcomes = []
-    for child in desired:
+    for child in build_children(job, name=meta["name"], namespace=meta["namespace"], uid=meta["uid"]):
         try:
-            outcome = await ensure(kube, child, owner_uid=meta["uid"], job_name=meta["name"],
+            outcome = await ensure(memo.kube, child, owner_uid=meta["uid"], job_name=meta["name"],
                                    config_frozen=bool(restart), fresh=fresh)
         except ApiError as exc:
             label = f"{child['kind']} {child['metadata']['name']}"
             kopf.warn(body, reason="ApplyFailed", message=f"{label}: {exc}")
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
-        _announce(body, outcome)
+        _announce(body, outcome, known)
         outcomes.append(outcome)
     wanted = {(o.desired["kind"], o.desired["metadata"]["name"]) for o in outcomes}
     for child in observed.values():
         if child.kind != "RayJob" and (child.kind, child.name) not in wanted and child.replicas:
-            await _scale_to_zero(kube, body, child, "the spec no longer asks for it")
+            await _scale_to_zero(memo.kube, body, child, "the spec no longer asks for it")
+    memo.conflicts = [_conflict(o) for o in outcomes if o.action == "conflict"]
     roles = {name: role for role, name in child_names(meta["name"]).items()}
-    return outcomes, {roles[o.desired["metadata"]["name"]]: o.desired["metadata"]["name"] for o in outcomes}
+    seen = {WORKLOAD_ROLES[o.desired["kind"]]: summarize(o.obj) for o in outcomes
+            if o.obj is not None and o.desired["kind"] in WORKLOAD_ROLES and o.action != "conflict"}
+    names = {roles[o.desired["metadata"]["name"]]: o.desired["metadata"]["name"] for o in outcomes}
+    return Converged({**observed, **seen}, names, memo.conflicts)
 
 
 async def _scale_to_zero(kube: Kube, body: kopf.Body, child: Child, why: str) -> None:
@@ -139,17 +160,12 @@ async def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, fresh:
         _write(body, patch, status, desired_status(obs))
         return
     restart = _restart_fields(meta, job)
-    observed = _observed(meta["uid"], kwargs)
-    outcomes, names = await _apply(memo.kube, body, job, fresh=fresh, restart=restart, observed=observed)
+    seen = await _converge(body, job, memo, kwargs, fresh=fresh, restart=restart)
     if not (meta.get("annotations") or {}).get(APPLIED_SPEC):
         applied = json.dumps(_spec_dump(job), sort_keys=True, separators=(",", ":"))
         patch.metadata.annotations[APPLIED_SPEC] = applied
-    children = {**observed, **{WORKLOAD_ROLES[o.desired["kind"]]: summarize(o.obj) for o in outcomes
-                              if o.obj is not None and o.desired["kind"] in WORKLOAD_ROLES}}
-    conflicts = [f"{o.label} exists and is not ours; delete or rename it" for o in outcomes
-                 if o.action == "conflict"]
-    obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, children=children,
-                      names=names, restart_fields=restart, conflicts=conflicts)
+    obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, children=seen.children,
+                      names=seen.names, restart_fields=restart, conflicts=seen.conflicts)
     _write(body, patch, status, desired_status(obs))
 
 
@@ -177,18 +193,23 @@ async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **
         job = parse_job(body)
     except JobValidationError:
         return  # reported by the change handlers
+    restart = _restart_fields(meta, job)
     observed = _observed(meta["uid"], kwargs)
     obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, children=observed,
-                      names=status.get("children") or {}, restart_fields=_restart_fields(meta, job))
-    if should_restart(obs):
-        rayjob = observed["rayjob"]
+                      names=status.get("children") or {}, restart_fields=restart,
+                      conflicts=getattr(memo, "conflicts", []))
+    rayjob = observed.get("rayjob")
+    if rayjob is not None and should_restart(obs) and getattr(memo, "restarted", None) != rayjob.uid:
         stub = {"apiVersion": "ray.io/v1", "kind": "RayJob",
                 "metadata": {"namespace": meta["namespace"], "name": rayjob.name}}
         await memo.kube.delete(stub, uid=rayjob.uid)
+        memo.restarted = rayjob.uid  # the index may show it a little longer: never restart it twice
         others = {role: child for role, child in observed.items() if role != "rayjob"}
         obs = dataclasses.replace(obs, restarted=True, children=others)
-    elif not job.spec.suspend and any(role not in observed for role in expected_workloads(job.spec)):
-        await _apply(memo.kube, body, job, fresh=False, restart=obs.restart_fields, observed=observed)
+    elif not job.spec.suspend and (obs.conflicts or set(expected_workloads(job.spec)) - set(observed)):
+        # self-healing: a workload went missing, or a child name was taken (retried until it is free)
+        seen = await _converge(body, job, memo, kwargs, fresh=False, restart=restart)
+        obs = dataclasses.replace(obs, children=seen.children, conflicts=seen.conflicts)
     desired = desired_status(obs)
     if desired["phase"] in TERMINAL and status.get("phase") not in TERMINAL:
         for child in observed.values():

@@ -8,6 +8,7 @@ touches objects that belong to someone else.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -97,3 +98,16 @@ def scale_to_zero(obj: Mapping[str, Any]) -> Manifest:
     if obj.get("kind") in SCALED_KINDS and (obj.get("spec") or {}).get("replicas"):
         return {"spec": {"replicas": 0}}
     return {}
+
+
+def describe_patch(patch: Mapping[str, Any], prefix: str = "") -> str:
+    """A merge-patch in short, for Events: ``spec.replicas=3``, ``data.cluster.yaml`` (long values elided)."""
+    parts = []
+    for key, value in patch.items():
+        path = f"{prefix}{key}"
+        if isinstance(value, Mapping) and value:
+            parts.append(describe_patch(value, path + "."))
+        else:
+            short = json.dumps(value)
+            parts.append(path + (f"={short}" if len(short) <= 40 else ""))
+    return ", ".join(parts)

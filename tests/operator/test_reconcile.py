@@ -8,6 +8,7 @@ from nexrl_operator.reconcile import (
     Ownership,
     adoption_patch,
     changed_paths,
+    describe_patch,
     live_patch,
     ownership,
     restart_fields,
@@ -78,3 +79,9 @@ def test_scale_to_zero() -> None:
     assert scale_to_zero(obj("StatefulSet", {"replicas": 2})) == {"spec": {"replicas": 0}}
     assert scale_to_zero(obj("StatefulSet", {"replicas": 0})) == {}
     assert scale_to_zero(obj("RayJob", {"suspend": False})) == {}
+
+
+def test_describe_patch() -> None:
+    assert describe_patch({"spec": {"replicas": 3}}) == "spec.replicas=3"
+    long_value = {"data": {"cluster.yaml": "x" * 60, "old": None}}
+    assert describe_patch(long_value) == "data.cluster.yaml, data.old=null"
