@@ -19,6 +19,7 @@ from .api import GROUP, PLURAL, VERSION, NexRLJob
 from .builders import build_children
 from .builders.common import JOB_LABEL
 from .kube import ApiError, Kube, Outcome, ensure
+from .main import DEFAULT_STATUS_INTERVAL
 from .naming import child_names
 from .status import (
     TERMINAL,
@@ -44,7 +45,7 @@ RETRY_DELAY = 5.0
 class Options:
     """Operator tunables that shape the handlers."""
 
-    status_interval: float = 5.0
+    status_interval: float = DEFAULT_STATUS_INTERVAL
     """seconds between status refreshes of a job (its children are watched; the timer only reads memory)"""
 
 

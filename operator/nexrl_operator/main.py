@@ -1,4 +1,7 @@
-"""`nexrl-operator run`: start kopf with the NexRLJob handlers (standalone, no peering, by default)."""
+"""`nexrl-operator run`: start kopf with the NexRLJob handlers (standalone, no peering, by default).
+
+kopf is imported only when the operator runs, so that ``add_arguments`` can build the CLI cheaply.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +9,24 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import kopf
-
-from . import handlers
+if TYPE_CHECKING:
+    import kopf
 
 PREFIX = "nexrl.io"
+DEFAULT_STATUS_INTERVAL = 5.0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="nexrl-operator run", description=__doc__)
-    scope = p.add_mutually_exclusive_group()
-    scope.add_argument("-n", "--namespace", action="append", default=[],
-                       help="serve this namespace (repeatable; globs allowed); default: all namespaces")
-    scope.add_argument("-A", "--all-namespaces", action="store_true", help="serve every namespace (default)")
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `nexrl-operator run` (for this module's parser or the CLI's subcommand)."""
+    p.add_argument("-n", "--namespace", action="append", default=[],
+                   help="serve this namespace (repeatable; globs allowed); default: all namespaces")
     p.add_argument("--liveness", metavar="URL", help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
     p.add_argument("--peering", metavar="NAME",
                    help="run several replicas with kopf peering under this name (needs kopf's peering CRDs); "
                         "default: standalone")
-    p.add_argument("--status-interval", type=float, default=handlers.Options.status_interval,
+    p.add_argument("--status-interval", type=float, default=DEFAULT_STATUS_INTERVAL,
                    help="seconds between status refreshes of each job (default: %(default)s)")
     p.add_argument("-v", "--verbose", action="store_true", help="log kopf's own decisions")
     p.add_argument("--debug", action="store_true", help="log every API request (very verbose)")
@@ -33,6 +35,8 @@ def parser() -> argparse.ArgumentParser:
 
 def settings() -> kopf.OperatorSettings:
     """kopf settings: our finalizer and annotation prefixes, events from `nexrl-operator`."""
+    import kopf
+
     s = kopf.OperatorSettings()
     s.persistence.finalizer = f"{PREFIX}/finalizer"
     s.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
@@ -42,9 +46,18 @@ def settings() -> kopf.OperatorSettings:
     return s
 
 
-def run(argv: Sequence[str] | None = None) -> int:
-    """Run the operator until it is stopped (SIGINT/SIGTERM); returns the exit status."""
-    args = parser().parse_args(list(argv) if argv is not None else None)
+def run(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
+    """Run the operator until SIGINT/SIGTERM; takes the `run` options (a list or parsed) and returns 0."""
+    import kopf
+
+    from . import handlers
+
+    if isinstance(argv, argparse.Namespace):
+        args = argv
+    else:
+        words = list(sys.argv[1:] if argv is None else argv)
+        parser = add_arguments(argparse.ArgumentParser(prog="nexrl-operator run", description=__doc__))
+        args = parser.parse_args(words[1:] if words[:1] == ["--"] else words)
     kopf.configure(verbose=args.verbose, debug=args.debug)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     registry = kopf.OperatorRegistry()

@@ -162,3 +162,13 @@ class Fault:
             call.verb == self.verb and call.resource == self.resource and call.subresource is None
             and self.namespace in (None, call.namespace) and self.name in (None, call.name)
         )
+
+
+def rbac_rules(calls: list[Call], agent_prefixes: tuple[str, ...]) -> dict[tuple[str, str], set[str]]:
+    """(apiGroup, resource[/subresource]) -> verbs used by the clients whose User-Agent starts so."""
+    rules: dict[tuple[str, str], set[str]] = {}
+    for call in calls:
+        if call.resource is not None and call.agent.startswith(agent_prefixes):
+            resource = f"{call.resource}/{call.subresource}" if call.subresource else call.resource
+            rules.setdefault((call.group or "", resource), set()).add(call.verb)
+    return rules

@@ -121,6 +121,7 @@ class OperatorProcess:
         self.kubeconfig = server.write_kubeconfig(workdir / "kubeconfig.yaml")
         self.log_path = workdir / "operator.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.liveness = ""
 
     def start(self, timeout: float = 30) -> OperatorProcess:
         """Start it and wait until it watches NexRLJobs (a fresh watch request, so restarts count too)."""

@@ -10,18 +10,32 @@ import copy
 import itertools
 import json
 import pathlib
+import socket
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import kubernetes
 import pytest
-from apiserver_model import Fault
+from apiserver_model import Fault, rbac_rules
 from harness import EmulatorThread, OperatorProcess, wait_for
 from kubernetes.client.exceptions import ApiException
 from nexrl_operator.progress import progress_patch
 
 GROUP, VERSION, PLURAL = "nexrl.io", "v1alpha1", "nexrljobs"
 STATUS_INTERVAL = "0.3"
+ALLOWED_RULES = {  # what the Helm chart's ClusterRole grants; the operator must need no more
+    ("nexrl.io", "nexrljobs"): {"list", "watch", "patch"},
+    ("nexrl.io", "nexrljobs/status"): {"patch"},
+    ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},
+    ("", "events"): {"create"},
+    ("", "configmaps"): {"get", "create", "patch"},
+    ("", "services"): {"get", "create", "patch"},
+    ("", "persistentvolumeclaims"): {"get", "create", "patch"},
+    ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
+    ("apps", "statefulsets"): {"get", "list", "watch", "create", "patch"},
+    ("ray.io", "rayjobs"): {"get", "list", "watch", "create", "patch", "delete"},
+}
 _ids = itertools.count()
 
 
@@ -35,7 +49,12 @@ def server() -> Iterator[EmulatorThread]:
 @pytest.fixture(scope="module")
 def operator(server: EmulatorThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     workdir = tmp_path_factory.mktemp("operator")
-    process = OperatorProcess(server, workdir, "--status-interval", STATUS_INTERVAL)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = OperatorProcess(server, workdir, "--status-interval", STATUS_INTERVAL,
+                              "--liveness", f"http://127.0.0.1:{port}/healthz")
+    process.liveness = f"http://127.0.0.1:{port}/healthz"
     with process:
         yield process
     log = process.log()
@@ -328,3 +347,14 @@ def test_operator_restart_mid_creation_makes_no_duplicates(cluster: Cluster, ope
                                           "rayjobs": 2}
     log = pathlib.Path(operator.log_path).read_text()
     assert "Traceback" not in log.split("Starting Kopf")[-1], json.dumps(log[-3000:])
+
+
+def test_liveness_endpoint_answers(operator: OperatorProcess) -> None:
+    with urllib.request.urlopen(operator.liveness, timeout=5) as response:
+        assert response.status == 200
+
+
+def test_operator_uses_only_the_permissions_the_chart_grants(cluster: Cluster) -> None:
+    used = rbac_rules(cluster.server.emu.calls, ("kopf", "nexrl-operator"))
+    extra = {rule: verbs - ALLOWED_RULES.get(rule, set()) for rule, verbs in used.items()}
+    assert {rule: verbs for rule, verbs in extra.items() if verbs} == {}
