@@ -34,8 +34,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 
 def settings() -> kopf.OperatorSettings:
-    """kopf settings: our finalizer and annotation prefixes, events from `nexrl-operator`."""
+    """kopf settings: our finalizer and annotation prefixes, events from `nexrl-operator`, watch filters."""
     import kopf
+
+    from .builders.common import JOB_LABEL
+    from .handlers import WORKLOADS
 
     s = kopf.OperatorSettings()
     s.persistence.finalizer = f"{PREFIX}/finalizer"
@@ -43,6 +46,8 @@ def settings() -> kopf.OperatorSettings:
     s.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=PREFIX)
     s.posting.reporting_component = "nexrl-operator"
     s.posting.event_name_prefix = "nexrl-operator-"
+    for workload in WORKLOADS:  # server-side filtering: only our children reach the operator
+        s.watching.label_selectors[workload] = JOB_LABEL
     return s
 
 

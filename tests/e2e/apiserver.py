@@ -41,7 +41,7 @@ What kmock 0.8 lacks and this subclass adds (the honest list; everything else is
 * Discovery: the builtin resources kopf and the operator use, and KubeRay's ray.io/v1 kinds, are
   pre-declared (``kinds=``) with kind, scope, verbs and status subresources.
 * Request recording for RBAC checks and benchmarks: ``emu.calls`` (verb, group, resource,
-  subresource, namespace, name, User-Agent, HTTP status).
+  subresource, namespace, name, User-Agent, labelSelector, HTTP status).
 * Fault injection: ``emu.inject(Fault(...))`` answers an error before, or after performing, the
   next matching request(s) (e.g. 409 after a create, to simulate a race).
 
@@ -167,7 +167,8 @@ class ApiServer(kmock.KubernetesEmulator):
         name = target.name if target else None
         if target and target.verb == "create" and isinstance(request.data, dict):
             name = request.data.get("metadata", {}).get("name")
-        call = Call.of(target, request.url.path, name, request.headers.get("User-Agent", ""))
+        agent, selector = request.headers.get("User-Agent", ""), request.params.get("labelSelector", "")
+        call = Call.of(target, request.url.path, name, agent, selector)
         self.calls.append(call)
         fault = next((f for f in self.faults if f.hits < f.times and f.matches(call)), None)
         try:

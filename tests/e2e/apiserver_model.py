@@ -128,14 +128,17 @@ class Call:
     path: str
     agent: str = ""
     """the client's User-Agent (kopf, the operator's own client, a test)"""
+    selector: str = ""
+    """the labelSelector of a list or watch"""
     status: int = 0
 
     @classmethod
-    def of(cls, target: Target | None, path: str, name: str | None, agent: str = "") -> Call:
+    def of(cls, target: Target | None, path: str, name: str | None, agent: str = "",
+           selector: str = "") -> Call:
         if target is None:  # discovery and other non-resource URLs
             return cls("get", None, None, None, None, None, path, agent)
         return cls(target.verb, target.group, target.plural, target.subresource, target.namespace, name, path,
-                   agent)
+                   agent, selector)
 
 
 @dataclasses.dataclass

@@ -358,3 +358,9 @@ def test_operator_uses_only_the_permissions_the_chart_grants(cluster: Cluster) -
     used = rbac_rules(cluster.server.emu.calls, ("kopf", "nexrl-operator"))
     extra = {rule: verbs - ALLOWED_RULES.get(rule, set()) for rule, verbs in used.items()}
     assert {rule: verbs for rule, verbs in extra.items() if verbs} == {}
+
+
+def test_children_are_watched_with_a_server_side_label_selector(cluster: Cluster) -> None:
+    reads = [(c.resource, c.selector) for c in cluster.server.emu.calls
+             if c.verb in ("list", "watch") and c.resource in ("rayjobs", "deployments", "statefulsets")]
+    assert reads and all(selector == "nexrl.io/job" for _, selector in reads), reads
