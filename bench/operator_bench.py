@@ -6,8 +6,9 @@
 For each N (a fresh emulator and operator each time) it reports: time until every job has all
 its children and a status (phase Provisioning); time until every job is Running after the test
 marks every RayJob running and every Deployment ready (the status timer's path); API requests
-per job, split by client (kopf / the operator's own client) and by verb; requests per job per
-minute while idle; and the operator's RSS (now and peak).
+per job (counted once the operator has gone quiet, Events included), split by client (kopf / the
+operator's own client) and by verb; requests per job per minute while idle; and the operator's
+RSS (before the jobs, after, peak).
 """
 
 from __future__ import annotations
@@ -56,6 +57,19 @@ def _operator_calls(calls: list[Call]) -> list[Call]:
     return [c for c in calls if c.agent.startswith(("kopf", "nexrl-operator"))]
 
 
+def _quiesce(server: EmulatorThread, quiet: float = 1.0, timeout: float = 60) -> None:
+    """Wait until the operator has sent nothing for ``quiet`` seconds (Events are posted asynchronously)."""
+    seen = {"count": -1, "since": time.monotonic()}
+
+    def settled() -> bool:
+        count = len(_operator_calls(server.emu.calls))
+        if count != seen["count"]:
+            seen.update(count=count, since=time.monotonic())
+        return time.monotonic() - seen["since"] >= quiet
+
+    wait_for(settled, timeout, interval=0.1, what="the operator to go quiet")
+
+
 def _mark_running(api: kubernetes.client.ApiClient, n: int) -> None:
     """Play KubeRay and the Deployment controller for every job (from a few threads)."""
     custom, apps = kubernetes.client.CustomObjectsApi(api), kubernetes.client.AppsV1Api(api)
@@ -90,18 +104,23 @@ def bench(n: int, status_interval: float, idle_seconds: float) -> dict[str, Any]
 
             wait_for(provisioned, timeout=60 + n, interval=0.1, what=f"{n} jobs to be provisioned")
             t_provisioned = time.monotonic() - t0
+            _quiesce(server)
             provision_calls = _operator_calls(server.emu.calls[start:])
+            running_start = len(server.emu.calls)
             t1 = time.monotonic()
             _mark_running(api, n)
             wait_for(lambda: _phases(server)["Running"] == n, timeout=60 + n, interval=0.1,
                      what=f"{n} jobs to be Running")
             t_running = time.monotonic() - t1
+            _quiesce(server)
+            running_calls = _operator_calls(server.emu.calls[running_start:])
             idle_start = len(server.emu.calls)
             time.sleep(idle_seconds)  # measuring idle traffic: nothing to wait for by design
             idle_calls = _operator_calls(server.emu.calls[idle_start:])
             return {
                 "jobs": n, "apply_s": t_applied, "provisioned_s": t_provisioned, "running_s": t_running,
-                "calls": provision_calls, "idle_per_job_min": len(idle_calls) / n / (idle_seconds / 60),
+                "calls": provision_calls, "running_calls": running_calls,
+                "idle_per_job_min": len(idle_calls) / n / (idle_seconds / 60),
                 "rss_idle_mb": rss_idle, "rss_mb": operator.rss_mb(),
                 "rss_peak_mb": operator.rss_mb(peak=True),
             }
@@ -123,6 +142,10 @@ def report(result: dict[str, Any]) -> None:
           + ", ".join(f"{agent} {count / n:.2f}" for agent, count in sorted(by_agent.items())))
     for verb, count in sorted(by_verb.items(), key=lambda kv: -kv[1]):
         print(f"    {count / n:6.2f}  {verb}")
+    running = collections.Counter(f"{c.verb} {c.resource}{'/' + c.subresource if c.subresource else ''}"
+                                  for c in result["running_calls"])
+    print(f"API requests per job (to Running) {len(result['running_calls']) / n:7.2f}  "
+          + ", ".join(f"{verb} {count / n:.2f}" for verb, count in sorted(running.items())))
     print(f"API requests per job per minute while idle {result['idle_per_job_min']:.2f}")
     print(f"operator RSS: {result['rss_idle_mb']:.0f} MB before the jobs, {result['rss_mb']:.0f} MB after, "
           f"peak {result['rss_peak_mb']:.0f} MB")
