@@ -4,7 +4,7 @@ kmock (``kmock.KubernetesEmulator``) provides: the aiohttp server, request parsi
 log (``emu.requests``), the DSL for ad-hoc reactions that take priority over the emulation
 (``emu['get /healthz'] << 200``), API discovery (/api, /apis, /apis/<g>, /apis/<g>/<v>) built from
 ``emu.resources``, the ``Status`` error body and the versioned object store
-(``emu.objects[resource, namespace, name].history``).
+(``emu.objects[resource, namespace, name].history``) and the buses that feed watches.
 
 What kmock 0.8 lacks and this subclass adds (the honest list; everything else is kmock):
 
@@ -47,7 +47,12 @@ What kmock 0.8 lacks and this subclass adds (the honest list; everything else is
 
 Not emulated: admission, CRD schema validation/pruning/defaulting, authn/authz, pagination
 (``limit``/``continue`` are ignored: lists are complete), the scale subresource, server-side
-apply, BOOKMARKs, and controllers (no pods or statuses appear unless a test writes them).
+apply, BOOKMARKs, a DELETED event when an object's labels stop matching a watch's selector, and
+controllers (no pods or statuses appear unless a test writes them).
+
+Differences from kmock's own emulator: a DSL reaction that answers a request replaces the
+emulation for that request (kmock would still apply the write); editing ``emu.objects`` directly
+bypasses resourceVersions and watch events (use the HTTP API or ``emu.apply``).
 """
 
 from __future__ import annotations
