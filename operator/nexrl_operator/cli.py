@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from pathlib import Path
 
+from . import main as main_module  # imports kopf only inside run()
 from . import yamlio
 from .api import KIND
 from .builders import build_children
@@ -25,8 +25,7 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("-f", "--filename", required=True, help="NexRLJob YAML file ('-' for stdin)")
     render.add_argument("-n", "--namespace", help="default: metadata.namespace, else 'default'")
     render.add_argument("--uid", default=PLACEHOLDER_UID, help="owner uid written into ownerReferences")
-    run = sub.add_parser("run", help="run the operator (kopf); options are passed to it")
-    run.add_argument("args", nargs=argparse.REMAINDER)
+    main_module.add_arguments(sub.add_parser("run", help="run the operator (kopf)"))
     return parser
 
 
@@ -61,11 +60,6 @@ def _render(filename: str, namespace: str | None, uid: str) -> int:
     return 0
 
 
-def _run(args: list[str]) -> int:
-    main_module = importlib.import_module(f"{__package__}.main")  # kopf is only imported here
-    return int(main_module.run(args) or 0)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `nexrl-operator` script; returns the exit status."""
     args = _parser().parse_args(argv)
@@ -73,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return _crds(args.output)
     if args.command == "render":
         return _render(args.filename, args.namespace, args.uid)
-    return _run(args.args)
+    return int(main_module.run(args) or 0)
 
 
 if __name__ == "__main__":
