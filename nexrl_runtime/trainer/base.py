@@ -62,11 +62,12 @@ class Trainer(ABC):
         """[B, T, V] policy logits; override for models that are not HF-style causal LMs."""
         return self.model(input_ids=micro.input_ids, attention_mask=micro.attention_mask).logits
 
-    def backward(self, mini: TensorBatch) -> dict[str, float]:
+    def backward(self, mini: TensorBatch, norm: LossNorm | None = None) -> dict[str, float]:
         """Zero grads, then forward+backward each micro-batch: leaves the mini-batch gradient in .grad
-        (equal to one pass over the whole mini-batch) and returns its summed metrics."""
+        (equal to one pass over the whole mini-batch) and returns its summed metrics. `norm` defaults
+        to `mini`'s counts; the training service passes the whole mini-batch's when `mini` is part of it."""
         self.optimizer.zero_grad(set_to_none=True)
-        norm = LossNorm(num_tokens=mini.num_tokens, num_seqs=len(mini))
+        norm = norm or LossNorm(num_tokens=mini.num_tokens, num_seqs=len(mini))
         micro_size = self.config.micro_batch_size or len(mini)
         totals: dict[str, Tensor] = {}
         for start in range(0, len(mini), micro_size):

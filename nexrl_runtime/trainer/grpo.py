@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from nexrl_runtime.config.schema import TrainerConfig
-from nexrl_runtime.trainer.advantages import group_advantages
+from nexrl_runtime.trainer.advantages import AdvantageScale, group_advantages
 from nexrl_runtime.trainer.base import LossNorm, Trainer
 from nexrl_runtime.trainer.collate import TensorBatch
 from nexrl_runtime.trainer.losses import (
@@ -20,6 +20,31 @@ from nexrl_runtime.trainer.losses import (
     token_logprobs,
 )
 from nexrl_runtime.types import Batch
+
+
+def grpo_prepare(batch: Batch, scale_rewards: AdvantageScale) -> tuple[Tensor, dict[str, float]]:
+    """Per-trajectory group advantages [N] and the batch's reward/advantage/length/lag metrics
+    (shared by GRPOTrainer and the training service's remote trainer)."""
+    rewards = torch.tensor(batch.rewards, dtype=torch.float32)
+    adv = group_advantages(rewards, batch.group_ids, scale_rewards)
+    lengths = torch.tensor([t.response_length for t in batch.trajectories], dtype=torch.float32)
+    metrics = {
+        "reward_mean": rewards.mean().item(),
+        "reward_std": rewards.std(correction=0).item(),
+        "reward_min": rewards.min().item(),
+        "reward_max": rewards.max().item(),
+        "adv_mean": adv.mean().item(),
+        "adv_std": adv.std(correction=0).item(),
+        "adv_abs_mean": adv.abs().mean().item(),
+        # Trajectories in groups of equal rewards: they contribute no policy gradient.
+        "zero_adv_frac": (adv == 0).float().mean().item(),
+        "response_length_mean": lengths.mean().item(),
+    }
+    current = batch.metadata.get("policy_version")
+    if current is not None:
+        lag = float(current) - torch.tensor(batch.policy_versions, dtype=torch.float32)
+        metrics.update(version_lag_mean=lag.mean().item(), version_lag_max=lag.max().item())
+    return adv, metrics
 
 
 class GRPOTrainer(Trainer):
@@ -39,26 +64,7 @@ class GRPOTrainer(Trainer):
                 p.grad = None
 
     def prepare(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        rewards = torch.tensor(batch.rewards, dtype=torch.float32)
-        adv = group_advantages(rewards, batch.group_ids, self.config.grpo.scale_rewards)
-        lengths = torch.tensor([t.response_length for t in batch.trajectories], dtype=torch.float32)
-        metrics = {
-            "reward_mean": rewards.mean().item(),
-            "reward_std": rewards.std(correction=0).item(),
-            "reward_min": rewards.min().item(),
-            "reward_max": rewards.max().item(),
-            "adv_mean": adv.mean().item(),
-            "adv_std": adv.std(correction=0).item(),
-            "adv_abs_mean": adv.abs().mean().item(),
-            # Trajectories in groups of equal rewards: they contribute no policy gradient.
-            "zero_adv_frac": (adv == 0).float().mean().item(),
-            "response_length_mean": lengths.mean().item(),
-        }
-        current = batch.metadata.get("policy_version")
-        if current is not None:
-            lag = float(current) - torch.tensor(batch.policy_versions, dtype=torch.float32)
-            metrics.update(version_lag_mean=lag.mean().item(), version_lag_max=lag.max().item())
-        return adv, metrics
+        return grpo_prepare(batch, self.config.grpo.scale_rewards)
 
     def compute_loss(self, micro: TensorBatch, norm: LossNorm) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.config.grpo
