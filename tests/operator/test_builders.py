@@ -12,7 +12,7 @@ import yaml
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from nexrl_operator.api import GPU_RESOURCE, NexRLJob, total_gpus
-from nexrl_operator.builders import build_children
+from nexrl_operator.builders import OperatorDefaults, build_children
 from nexrl_operator.validation import JobValidationError, parse_job, validate_job
 
 from nexrl_runtime.config.schema import ClusterConfig
@@ -308,6 +308,29 @@ def test_suspend_frees_every_gpu(make_job: MakeJob):
     assert (
         cluster_section(children).inference.replicas == 2
     )  # the runtime config still says what runs on resume
+
+
+@pytest.mark.parametrize("mode", ["training-service", "self-hosted"])
+def test_operator_defaults_service_account_and_vllm_image(make_job: MakeJob, mode: str):
+    defaults = OperatorDefaults(service_account="nexrl-runtime", inference_image="vllm/vllm-openai:v1")
+
+    def children(**spec: Any) -> list[Manifest]:
+        job = make_job(**{**FULL, "mode": mode, **spec})
+        return build_children(job, name="demo", namespace="ml", uid=UID, defaults=defaults)
+
+    def vllm_image(built: list[Manifest]) -> str:
+        return one(built, "Deployment")["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    built = children()
+    accounts = {where: t["spec"].get("serviceAccountName") for where, _, t in pod_templates(built)}
+    runtime = {"head", "rollout", "StatefulSet" if mode == "training-service" else "trainer"}
+    # Only the pods that run NexRL code get the account that may patch the job's status.
+    assert accounts == {where: "nexrl-runtime" if where in runtime else None for where in accounts}
+    assert vllm_image(built) == "vllm/vllm-openai:v1"
+    assert vllm_image(children(inference={**FULL["inference"], "image": "mine:1"})) == "mine:1"
+    plain = build(make_job(**{**FULL, "mode": mode}))
+    assert all("serviceAccountName" not in t["spec"] for _, _, t in pod_templates(plain))
+    assert vllm_image(plain) == "nexrl:test"
 
 
 def test_ttl_passthrough_and_shutdown(full: list[Manifest]):

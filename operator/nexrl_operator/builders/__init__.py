@@ -7,24 +7,28 @@ from __future__ import annotations
 
 from ..api import NexRLJob
 from ..validation import check_job
-from .common import Context, Manifest
+from .common import NO_DEFAULTS, Context, Manifest, OperatorDefaults
 from .configmap import build_configmap, cluster_config
 from .inference import build_inference
 from .rayjob import build_rayjob
 from .storage import build_pvc
 from .trainer import build_trainer
 
-__all__ = ["Context", "Manifest", "build_children", "cluster_config"]
+__all__ = ["Context", "Manifest", "OperatorDefaults", "build_children", "cluster_config"]
 
 
-def build_children(job: NexRLJob, *, name: str, namespace: str, uid: str) -> list[Manifest]:
+def build_children(
+    job: NexRLJob, *, name: str, namespace: str, uid: str, defaults: OperatorDefaults = NO_DEFAULTS
+) -> list[Manifest]:
     """Every child of a job, in creation order (ConfigMap and PVC before the pods that mount them).
+
+    `defaults` are the operator's settings (service account of the NexRL pods, default vLLM image).
 
     Raises `validation.JobValidationError` when the spec (or `name`) is invalid.
     """
     job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"name": name})})
     check_job(job)
-    ctx = Context(job=job, name=name, namespace=namespace, uid=uid)
+    ctx = Context(job=job, name=name, namespace=namespace, uid=uid, defaults=defaults)
     pvc = build_pvc(ctx)
     return [
         build_configmap(ctx),

@@ -25,6 +25,20 @@ SHM_VOLUME = "dshm"
 
 
 @dataclass(frozen=True)
+class OperatorDefaults:
+    """Operator-wide settings for every job's children (`nexrl-operator run` flags, set by the chart)."""
+
+    service_account: str | None = None
+    """ServiceAccount of the NexRL pods (Ray head and workers, trainer pods), allowed to patch the job's
+    status; None: the namespace's `default` account"""
+    inference_image: str | None = None
+    """vLLM image of jobs without spec.inference.image; None: the job's spec.image"""
+
+
+NO_DEFAULTS = OperatorDefaults()
+
+
+@dataclass(frozen=True)
 class Context:
     """One job being built: its spec and the identity of the NexRLJob object that owns the children."""
 
@@ -32,6 +46,7 @@ class Context:
     name: str
     namespace: str
     uid: str
+    defaults: OperatorDefaults = NO_DEFAULTS
 
     @cached_property
     def names(self) -> dict[str, str]:
@@ -173,6 +188,12 @@ def pod_template(
     if scheduling.tolerations:
         pod["tolerations"] = [t.model_dump(exclude_none=True) for t in scheduling.tolerations]
     return {"metadata": {"labels": pod_labels}, "spec": pod}
+
+
+def runtime_pod_spec(ctx: Context) -> Manifest:
+    """Pod-spec fields of the pods that run NexRL code: the service account that reports progress."""
+    account = ctx.defaults.service_account
+    return {"serviceAccountName": account} if account else {}
 
 
 def port(name: str, number: int) -> Manifest:

@@ -15,6 +15,7 @@ from .common import (
     metadata,
     pod_template,
     resources,
+    runtime_pod_spec,
     volume_mounts,
     volumes,
 )
@@ -50,7 +51,9 @@ def worker_group(
         "minReplicas": replicas,
         "maxReplicas": replicas,
         "rayStartParams": {},
-        "template": pod_template(ctx, group, [container], volumes(ctx), kuberay=True),
+        "template": pod_template(
+            ctx, group, [container], volumes(ctx), kuberay=True, **runtime_pod_spec(ctx)
+        ),
     }
 
 
@@ -90,7 +93,9 @@ def build_rayjob(ctx: Context) -> Manifest:
         "rayClusterSpec": {
             "headGroupSpec": {
                 "rayStartParams": {"dashboard-host": "0.0.0.0"},
-                "template": pod_template(ctx, "head", [head], volumes(ctx), kuberay=True),
+                "template": pod_template(
+                    ctx, "head", [head], volumes(ctx), kuberay=True, **runtime_pod_spec(ctx)
+                ),
             },
             "workerGroupSpecs": worker_groups(ctx),
         },

@@ -14,6 +14,7 @@ from .common import (
     pod_template,
     port,
     resources,
+    runtime_pod_spec,
     selector,
     volume_mounts,
     volumes,
@@ -68,7 +69,9 @@ def build_trainer(ctx: Context) -> list[Manifest]:
             # Parallel: every rank must be up for the rendezvous, not one after the other.
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector(ctx, COMPONENT)},
-            "template": pod_template(ctx, COMPONENT, [container], volumes(ctx, shm=True)),
+            "template": pod_template(
+                ctx, COMPONENT, [container], volumes(ctx, shm=True), **runtime_pod_spec(ctx)
+            ),
         },
     )
     # Ranks must resolve each other before they are ready: publish not-ready addresses.
