@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import kopf
 
+    from .builders import OperatorDefaults
+
 PREFIX = "nexrl.io"
 DEFAULT_STATUS_INTERVAL = 5.0
 
@@ -28,6 +30,12 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "default: standalone")
     p.add_argument("--status-interval", type=float, default=DEFAULT_STATUS_INTERVAL,
                    help="seconds between status refreshes of each job (default: %(default)s)")
+    p.add_argument("--runtime-service-account", metavar="NAME",
+                   help="ServiceAccount of the NexRL pods (Ray head/workers, trainers), which patch their "
+                        "job's status; it must exist in the job's namespace (the Helm chart creates it); "
+                        "default: the namespace's default account")
+    p.add_argument("--default-inference-image", metavar="IMAGE",
+                   help="vLLM image of jobs that set no spec.inference.image (default: the job's spec.image)")
     p.add_argument("-v", "--verbose", action="store_true", help="log kopf's own decisions")
     p.add_argument("--debug", action="store_true", help="log every API request (very verbose)")
     return p
@@ -49,6 +57,14 @@ def settings() -> kopf.OperatorSettings:
     for workload in WORKLOADS:  # server-side filtering: only our children reach the operator
         s.watching.label_selectors[workload] = JOB_LABEL
     return s
+
+
+def operator_defaults(args: argparse.Namespace) -> OperatorDefaults:
+    """The `run` options that shape every job's children (handlers read them from kopf's memo)."""
+    from .builders import OperatorDefaults
+
+    return OperatorDefaults(service_account=args.runtime_service_account or None,
+                            inference_image=args.default_inference_image or None)
 
 
 def run(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
@@ -75,6 +91,7 @@ def run(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
         clusterwide=not args.namespace,
         namespaces=args.namespace,
         liveness_endpoint=args.liveness,
+        memo=kopf.Memo(defaults=operator_defaults(args)),
     )
     return 0
 
