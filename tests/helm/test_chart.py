@@ -1,0 +1,197 @@
+"""The Helm chart with a real helm: lint, render, schema-valid manifests, values checked at install."""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from helmchart import CHART, FULLNAME, NAMESPACE, REPO, Helm, Manifest, deployment_args, find
+from nexrl_operator.main import add_arguments, operator_defaults
+
+VALUE_SETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "single-namespace": {"watchNamespaces": ["team-a", "team-b"]},
+    "metrics": {"metrics": {"enabled": True,
+                            "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
+    "custom-images": {
+        "image": {"repository": "registry.example.com/ml/nexrl-operator", "tag": "0.2.0-rc1",
+                  "pullPolicy": "Always"},
+        "imagePullSecrets": [{"name": "regcred"}],
+        "runtime": {"inferenceImage": "vllm/vllm-openai:v0.33.0", "serviceAccount": {"name": "trainer-bot"},
+                    "namespaces": ["ml", "ml-dev"]},
+    },
+    "system-pool": {
+        "nodeSelector": {"pool": "system"},
+        "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "system", "effect": "NoSchedule"}],
+        "priorityClassName": "system-cluster-critical",
+        "resources": {"requests": {"cpu": "200m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}},
+        "podAnnotations": {"example.com/team": "ml-platform"},
+        "operator": {"statusInterval": 2.5, "verbose": True},
+    },
+    "bring-your-own-rbac": {"rbac": {"create": False}, "serviceAccount": {"create": False, "name": "ops"},
+                            "runtime": {"serviceAccount": {"create": False}}},
+}
+BAD_VALUES: list[tuple[dict[str, Any], str]] = [
+    ({"watchNamespaces": "team-a"}, "/watchNamespaces"),
+    ({"watchNamespace": ["team-a"]}, "'watchNamespace' not allowed"),
+    ({"runtime": {"namespaces": ["Team A"]}}, "/runtime/namespaces/0"),
+    ({"image": {"repository": ""}}, "/image/repository"),
+    ({"image": {"repository": "x", "pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ({"operator": {"statusInterval": 0}}, "/operator/statusInterval"),
+    ({"metrics": {"port": 70000}}, "/metrics/port"),
+    ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "/metrics/serviceMonitor/interval"),
+    ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),
+    ({"resources": {"limit": {"cpu": 1}}}, "'limit' not allowed"),
+]
+NOT_CORE = {"ServiceMonitor", "NexRLQuota"}  # CRD kinds that kubernetes-validate does not know
+
+
+@pytest.fixture(scope="module", params=list(VALUE_SETS))
+def rendered(request: pytest.FixtureRequest, helm: Helm) -> tuple[dict[str, Any], list[Manifest]]:
+    values = VALUE_SETS[request.param]
+    return values, helm.template(values)
+
+
+def _parse_args(manifests: list[Manifest]) -> argparse.Namespace:
+    args = deployment_args(manifests)
+    assert args[0] == "run", args
+    return add_arguments(argparse.ArgumentParser()).parse_args(args[1:])
+
+
+def test_chart_ships_exactly_the_generated_crds() -> None:
+    generated = {path.name: path.read_text() for path in (REPO / "crds").glob("*.yaml")}
+    shipped = {path.name: path.read_text() for path in (CHART / "crds").glob("*.yaml")}
+    assert generated, "no CRDs in crds/"
+    assert shipped == generated, "the chart's crds/ differs from crds/: run scripts/sync_chart_crds.sh"
+
+
+@pytest.mark.parametrize("name", list(VALUE_SETS))
+def test_helm_lint_strict(helm: Helm, name: str) -> None:
+    done = helm.run("lint", "--strict", str(CHART), values=VALUE_SETS[name])
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_rendered_manifests_are_valid(rendered: tuple[dict[str, Any], list[Manifest]],
+                                      validate: Callable[[Manifest], None]) -> None:
+    _, manifests = rendered
+    for obj in manifests:
+        if obj["kind"] not in NOT_CORE:
+            validate(obj)
+    namespaced = [m for m in manifests if m["kind"] not in ("ClusterRole", "ClusterRoleBinding")]
+    assert all(m["metadata"].get("namespace") for m in namespaced), "namespaced objects name their namespace"
+
+
+def test_crds_render_and_validate(helm: Helm, validate: Callable[[Manifest], None]) -> None:
+    crds = find(helm.template({}, "--include-crds"), "CustomResourceDefinition")
+    assert {c["metadata"]["name"] for c in crds} >= {"nexrljobs.nexrl.io"}
+    for crd in crds:
+        validate(crd)
+
+
+@pytest.mark.parametrize(("values", "message"), BAD_VALUES, ids=[m for _, m in BAD_VALUES])
+def test_bad_values_fail_before_anything_is_created(helm: Helm, values: dict[str, Any], message: str) -> None:
+    done = helm.run("template", "x", str(CHART), values=values)
+    assert done.returncode != 0 and message in done.stderr, done.stderr
+
+
+def test_operator_pod_is_one_hardened_replica_with_kopf_liveness(
+        rendered: tuple[dict[str, Any], list[Manifest]]) -> None:
+    _, manifests = rendered
+    (deployment,) = find(manifests, "Deployment")
+    spec, pod = deployment["spec"], deployment["spec"]["template"]["spec"]
+    assert (spec["replicas"], spec["strategy"]) == (1, {"type": "Recreate"})  # never two standalone kopfs
+    (container,) = pod["containers"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    hardened = container["securityContext"]
+    assert hardened["readOnlyRootFilesystem"] and hardened["allowPrivilegeEscalation"] is False
+    assert hardened["capabilities"] == {"drop": ["ALL"]}
+    assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    liveness = _parse_args(manifests).liveness
+    probe = container["livenessProbe"]["httpGet"]
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert liveness == f"http://0.0.0.0:{ports[probe['port']]}{probe['path']}" and probe["path"] == "/healthz"
+
+
+def test_operator_arguments_are_the_operators_own_options(
+        rendered: tuple[dict[str, Any], list[Manifest]]) -> None:
+    values, manifests = rendered
+    args = _parse_args(manifests)  # argparse exits on an unknown option
+    assert args.namespace == values.get("watchNamespaces", [])
+    runtime = values.get("runtime", {})
+    account = runtime.get("serviceAccount", {}).get("name", "nexrl-runtime")
+    defaults = operator_defaults(args)
+    assert defaults.service_account == account
+    assert defaults.inference_image == runtime.get("inferenceImage")
+    runtime_namespaces = runtime.get("namespaces") or values.get("watchNamespaces") or [NAMESPACE]
+    created = {(a["metadata"]["namespace"], a["metadata"]["name"]) for a in find(manifests, "ServiceAccount")}
+    if runtime.get("serviceAccount", {}).get("create", True):
+        assert created >= {(ns, account) for ns in runtime_namespaces}
+
+
+def test_single_namespace_mode_grants_only_the_watched_namespaces(helm: Helm) -> None:
+    everywhere = helm.template({})
+    single = helm.template(VALUE_SETS["single-namespace"])
+    (cluster_wide,) = find(everywhere, "ClusterRole")
+    (discovery,) = find(single, "ClusterRole")
+    assert discovery["rules"] == [{"apiGroups": ["apiextensions.k8s.io"],
+                                   "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]}]
+    roles = {r["metadata"]["namespace"]: r["rules"] for r in find(single, "Role", FULLNAME)}
+    assert roles.keys() == {"team-a", "team-b"}
+    for rules in roles.values():  # the same permissions, confined to one namespace
+        assert discovery["rules"] + rules == cluster_wide["rules"]
+    bindings = {b["metadata"]["namespace"] for b in find(single, "RoleBinding", FULLNAME)}
+    assert bindings == {"team-a", "team-b"}
+
+
+def test_bring_your_own_rbac_renders_no_rbac(helm: Helm) -> None:
+    manifests = helm.template(VALUE_SETS["bring-your-own-rbac"])
+    assert {m["kind"] for m in manifests} == {"Deployment"}
+    (deployment,) = find(manifests, "Deployment")
+    assert deployment["spec"]["template"]["spec"]["serviceAccountName"] == "ops"
+
+
+def test_metrics_service_and_service_monitor(helm: Helm) -> None:
+    assert not find(helm.template({}), "Service")
+    manifests = helm.template(VALUE_SETS["metrics"])
+    (service,) = find(manifests, "Service")
+    (monitor,) = find(manifests, "ServiceMonitor")
+    (deployment,) = find(manifests, "Deployment")
+    pod = deployment["spec"]["template"]
+    container_ports = {p["name"] for p in pod["spec"]["containers"][0]["ports"]}
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    assert {p["targetPort"] for p in service["spec"]["ports"]} <= container_ports
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]]
+
+
+def test_custom_images_and_pod_placement(helm: Helm) -> None:
+    images = helm.template(VALUE_SETS["custom-images"])
+    (deployment,) = find(images, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.example.com/ml/nexrl-operator:0.2.0-rc1"
+    assert pod["imagePullSecrets"] == [{"name": "regcred"}]
+    placed = helm.template(VALUE_SETS["system-pool"])
+    (deployment,) = find(placed, "Deployment")
+    pod = deployment["spec"]["template"]["spec"]
+    for key in ("nodeSelector", "tolerations", "priorityClassName"):
+        assert pod[key] == VALUE_SETS["system-pool"][key]
+    assert pod["containers"][0]["resources"] == VALUE_SETS["system-pool"]["resources"]
+
+
+def test_default_quota_needs_the_quota_crd_in_the_chart(helm: Helm, tmp_path: Path) -> None:
+    values = {"defaultQuota": {"create": True, "name": "cluster", "spec": {"gpus": 16}}}
+    shipped = any("kind: NexRLQuota" in p.read_text() for p in (CHART / "crds").glob("*.yaml"))
+    assert bool(find(helm.template(values), "NexRLQuota")) is shipped
+    chart = shutil.copytree(CHART, tmp_path / "nexrl-operator")
+    quota_crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                 "spec": {"names": {"kind": "NexRLQuota"}}}
+    (chart / "crds" / "quota-stand-in.yaml").write_text(yaml.safe_dump(quota_crd))
+    (quota,) = find(helm.template(values, chart=chart), "NexRLQuota")
+    assert (quota["metadata"]["name"], quota["spec"]) == ("cluster", {"gpus": 16})
