@@ -1,5 +1,6 @@
 """`nexrl` command line: run a recipe locally (`nexrl run -c ...` or the NexRL-docs form
-`nexrl -m self-hosted -c recipe.yaml --run-nexrl [overrides]`)."""
+`nexrl -m self-hosted -c recipe.yaml --run-nexrl [overrides]`), or serve its trainer over HTTP
+(`nexrl serve-trainer -c ... --port 8000`, the trainer pods of training-service mode)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,11 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = ap.add_subparsers(dest="command")
     _run_args(sub.add_parser("run", help="run a recipe"))
+    serve = sub.add_parser("serve-trainer", help="serve the recipe's policy + optimizer over HTTP")
+    serve.add_argument("--host", default="0.0.0.0", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port (0: a free one, printed on stdout)")
+    serve.add_argument("--device", default="auto", help="torch device (auto: cuda if available, else cpu)")
+    _run_args(serve)
     return ap
 
 
@@ -54,11 +60,25 @@ def run(config_path: str, overrides: list[str], cluster: str | None) -> int:
     return 130 if summary.interrupted else 0
 
 
+def serve_trainer(args: argparse.Namespace) -> int:
+    """`nexrl serve-trainer`: the training service of training-service mode (see trainer_service/)."""
+    try:
+        config = load_config(args.config, args.overrides, args.cluster)
+        from nexrl_runtime.trainer_service import server  # heavy imports only when serving
+
+        return server.main(config, args.host, args.port, args.device)
+    except (ConfigError, RegistryError) as err:
+        print(f"nexrl serve-trainer: {err}", file=sys.stderr)
+        return 2
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "run":
         args = parser().parse_args(argv)
         return run(args.config, args.overrides, args.cluster)
+    if argv and argv[0] == "serve-trainer":
+        return serve_trainer(parser().parse_args(argv))
     if "--run-nexrl" in argv:
         args = legacy_parser().parse_args(argv)
         return run(args.config, [f"++mode={args.mode}", *args.overrides], args.cluster)

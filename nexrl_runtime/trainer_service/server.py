@@ -1,0 +1,196 @@
+"""`nexrl serve-trainer`: the TrainerService behind a FastAPI app on uvicorn.
+
+Malformed bodies are 422 (pydantic says which field and why); requests the service refuses are
+400/404/409 with the reason in `detail`. Every route is a plain `def`, run in uvicorn's threadpool;
+the service's lock orders them.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import socket
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+
+from nexrl_runtime.config.schema import NexRLConfig
+from nexrl_runtime.models import build_policy
+from nexrl_runtime.registry import resolve_class
+from nexrl_runtime.trainer import TRAINERS, Trainer
+from nexrl_runtime.trainer_service.api import (
+    ForwardBackwardRequest,
+    ForwardBackwardResponse,
+    Health,
+    LoadedResponse,
+    LogprobsRequest,
+    LogprobsResponse,
+    NameRequest,
+    OptimStepResponse,
+    SavedResponse,
+)
+from nexrl_runtime.trainer_service.service import ServiceError, TrainerService
+
+SAFETENSORS_MEDIA_TYPE = "application/octet-stream"
+STEP_HEADER = "x-nexrl-step"
+
+
+def create_app(service: TrainerService) -> FastAPI:
+    """The HTTP routes over `service`."""
+    app = FastAPI(title="NexRL training service")
+
+    @app.exception_handler(ServiceError)
+    def _refused(_: Request, err: ServiceError) -> JSONResponse:
+        return JSONResponse(status_code=err.status, content={"detail": str(err)})
+
+    @app.exception_handler(RequestValidationError)
+    def _invalid(_: Request, err: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each bad input: a NaN there cannot be JSON (a 500), and a
+        # whole batch of datums is no help. Where and why is enough.
+        detail = [{"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]} for e in err.errors()]
+        return JSONResponse(status_code=422, content={"detail": detail})
+
+    @app.get("/health")
+    def health() -> Health:
+        return service.health()
+
+    @app.post("/forward_backward")
+    def forward_backward(req: ForwardBackwardRequest) -> ForwardBackwardResponse:
+        return service.forward_backward(req)
+
+    @app.post("/optim_step")
+    def optim_step() -> OptimStepResponse:
+        return service.optim_step()
+
+    @app.post("/compute_logprobs")
+    def compute_logprobs(req: LogprobsRequest) -> LogprobsResponse:
+        return service.compute_logprobs(req)
+
+    @app.get("/weights")
+    def get_weights() -> Response:
+        data, step = service.weights_bytes()
+        return Response(data, media_type=SAFETENSORS_MEDIA_TYPE, headers={STEP_HEADER: str(step)})
+
+    @app.put("/weights")
+    async def put_weights(request: Request) -> dict[str, int]:
+        body = await request.body()
+        count = await run_in_threadpool(service.load_weights_bytes, body)
+        return {"tensors": count}
+
+    @app.post("/save_weights")
+    def save_weights(req: NameRequest) -> SavedResponse:
+        return service.save_weights(req.name)
+
+    @app.post("/save_checkpoint")
+    def save_checkpoint(req: NameRequest) -> SavedResponse:
+        return service.save_checkpoint(req.name)
+
+    @app.post("/load_checkpoint")
+    def load_checkpoint(req: NameRequest) -> LoadedResponse:
+        return service.load_checkpoint(req.name)
+
+    return app
+
+
+def world_size(env: Mapping[str, str]) -> int:
+    """Ranks the operator asked for (NNODES x NPROC_PER_NODE; unset or 0 counts as 1)."""
+    nodes = int(env.get("NNODES") or 1) or 1
+    procs = int(env.get("NPROC_PER_NODE") or 1) or 1
+    return nodes * procs
+
+
+def build_service(config: NexRLConfig, device: str = "auto") -> TrainerService:
+    """The policy from `config.model` (seeded like the controller's), the losses from the trainer
+    registry plus `trainer.type` if custom, files under `<output_dir>/trainer_service/`."""
+    ranks = world_size(os.environ)
+    if ranks > 1:
+        raise NotImplementedError(
+            f"the training service runs one rank; NNODES x NPROC_PER_NODE = {ranks} needs multi-rank "
+            "(torch.distributed) support, which it does not have yet: use trainer nodes=1, gpusPerNode<=1"
+        )
+    random.seed(config.seed)
+    torch.manual_seed(config.seed)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    model, tokenizer = build_policy(config.model)
+    model.to(device)
+    losses: dict[str, type[Trainer]] = dict(TRAINERS)
+    losses[config.trainer.type] = resolve_class(config.trainer.type, TRAINERS, Trainer, config.recipe_dir)
+    root = Path(config.output_dir) / "trainer_service"
+    return TrainerService(model, config.trainer, tokenizer.pad_token_id, losses, root)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket; port 0 picks a free one (read it back from getsockname())."""
+    return socket.create_server((host, port), reuse_port=False)
+
+
+def _uvicorn(app: FastAPI) -> uvicorn.Server:
+    return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+
+
+def serve(config: NexRLConfig, host: str, port: int, device: str = "auto") -> None:
+    """Build the service, listen, print the URL on one line of stdout, serve until SIGINT/SIGTERM."""
+    service = build_service(config, device)
+    sock = bind(host, port)
+    bound_host, bound_port = sock.getsockname()[:2]
+    print(f"nexrl serve-trainer: listening on http://{bound_host}:{bound_port}", flush=True)
+    _uvicorn(create_app(service)).run(sockets=[sock])
+
+
+class ThreadedServer:
+    """The app on a loopback port in a background thread (tests, local runs); a context manager."""
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.server = _uvicorn(app)
+        self.sock = bind(host, port)
+        host, port = self.sock.getsockname()[:2]
+        self.url = f"http://{host}:{port}"
+        self.thread = threading.Thread(
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="trainer-service", daemon=True
+        )
+
+    def start(self, timeout: float = 30.0) -> ThreadedServer:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:  # uvicorn exposes a flag, not an event
+            if not self.thread.is_alive():
+                raise RuntimeError("the training service thread exited before it started")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the training service did not start within {timeout} s")
+            time.sleep(0.01)
+        return self
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout)
+        self.sock.close()
+        if self.thread.is_alive():
+            raise TimeoutError(f"the training service thread did not stop within {timeout} s")
+
+    def __enter__(self) -> ThreadedServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def main(config: NexRLConfig, host: str, port: int, device: str) -> int:
+    """Entry point of `nexrl serve-trainer` once the config is loaded."""
+    try:
+        serve(config, host, port, device)
+    except NotImplementedError as err:
+        print(f"nexrl serve-trainer: {err}", file=sys.stderr)
+        return 2
+    return 0
