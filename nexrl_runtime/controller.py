@@ -24,6 +24,7 @@ from nexrl_runtime.rollout.manager import RolloutManager
 from nexrl_runtime.rollout.worker import WORKERS, RolloutWorker
 from nexrl_runtime.tracking import Tracker
 from nexrl_runtime.trainer import TRAINERS, Trainer
+from nexrl_runtime.trainer.factory import TrainerLike, build_trainer, service_url
 from nexrl_runtime.types import Batch
 from nexrl_runtime.validator import held_out_items, validate
 from nexrl_runtime.warm_start import warm_start
@@ -49,8 +50,8 @@ class Controller:
     def __init__(self, config: NexRLConfig, echo: TextIO | None = sys.stdout):
         if config.launch_mode != "local":
             raise NotImplementedError("launch_mode=ray is not available yet; use launch_mode=local")
-        if config.mode != "self-hosted":
-            raise NotImplementedError("mode=training-service is not available yet; use mode=self-hosted")
+        if config.mode == "training-service":
+            service_url(config)  # a missing URL is a config error, before any work
         self.cfg = config
         self.echo = echo
         base = config.recipe_dir
@@ -95,7 +96,9 @@ class Controller:
         manager: RolloutManager | None = None
         try:
             self._warm_start(summary)
-            trainer = self.trainer_cls(self.model, self.cfg.trainer, self.tokenizer.pad_token_id)
+            # after the warm start: the trainer starts from the warm-started weights (in
+            # training-service mode they are uploaded to the service)
+            trainer = build_trainer(self.cfg, self.model, self.tokenizer)
             manager = RolloutManager(self.workers, self.loader, self.pool, self.sync)
             manager.start()
             self._loop(trainer, manager, summary)
@@ -136,7 +139,7 @@ class Controller:
         if summary.val_after_warm_start:
             self.tracker.log(0, summary.val_after_warm_start)
 
-    def _loop(self, trainer: Trainer, manager: RolloutManager, summary: RunSummary) -> None:
+    def _loop(self, trainer: TrainerLike, manager: RolloutManager, summary: RunSummary) -> None:
         cfg = self.cfg
         bar = tqdm(total=cfg.total_steps, desc="RL", disable=not cfg.logging.progress_bar, file=sys.stderr)
         for step in range(1, cfg.total_steps + 1):
