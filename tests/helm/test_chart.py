@@ -138,12 +138,14 @@ def test_single_namespace_mode_grants_only_the_watched_namespaces(helm: Helm) ->
     single = helm.template(VALUE_SETS["single-namespace"])
     (cluster_wide,) = find(everywhere, "ClusterRole")
     (discovery,) = find(single, "ClusterRole")
-    assert discovery["rules"] == [{"apiGroups": ["apiextensions.k8s.io"],
-                                   "resources": ["customresourcedefinitions"], "verbs": ["list", "watch"]}]
+    crds = {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
+            "verbs": ["list", "watch"]}
+    namespaces = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
+    assert discovery["rules"] == [crds, namespaces]
     roles = {r["metadata"]["namespace"]: r["rules"] for r in find(single, "Role", FULLNAME)}
     assert roles.keys() == {"team-a", "team-b"}
-    for rules in roles.values():  # the same permissions, confined to one namespace
-        assert discovery["rules"] + rules == cluster_wide["rules"]
+    for rules in roles.values():  # the same namespaced permissions, confined to one namespace
+        assert [crds, *rules] == cluster_wide["rules"]
     bindings = {b["metadata"]["namespace"] for b in find(single, "RoleBinding", FULLNAME)}
     assert bindings == {"team-a", "team-b"}
 

@@ -59,11 +59,19 @@ What the operator does to namespaced resources (kopf and its own client; docs/op
   verbs: [get, list, watch, create, patch, delete]
 {{- end -}}
 
-{{/* Cluster-scoped: kopf discovers the resources it serves from the CRDs. */}}
+{{/*
+Cluster-scoped: kopf discovers the resources it serves from the CRDs and, serving a list of
+namespaces, watches which of them exist (without it kopf warns and assumes they all do).
+*/}}
 {{- define "nexrl-operator.clusterRules" -}}
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
+{{- if .Values.watchNamespaces }}
+- apiGroups: [""]
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
 {{- end -}}
 
 {{/* The runtime (Ray head) merge-patches step, reward and policyVersion of its own job. */}}
