@@ -130,6 +130,11 @@ class SchedulingSpec(ApiModel):
     node_selector: dict[str, str] = Field(default_factory=dict)
     tolerations: list[Toleration] = Field(default_factory=list)
     queue_name: str | None = Field(None, min_length=1, max_length=63, description="Kueue LocalQueue")
+    queue_priority: int = Field(
+        0, ge=-1000, le=1000,
+        description="order among this namespace's jobs waiting for a NexRLQuota (higher first); "
+                    "not the pods' priority",
+    )
 
 
 class NexRLJobSpec(ApiModel):
@@ -203,6 +208,7 @@ class NexRLJobStatus(BaseModel):
     reward: float | None = None
     policy_version: int | None = None
     gpus: int | None = Field(None, description="total GPUs the job's pods request")
+    admitted_gpus: int | None = Field(None, description="GPUs a NexRLQuota admitted the job for (while held)")
     children: dict[str, str] = Field(default_factory=dict, description="role -> child object name")
     message: str | None = None
     start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})

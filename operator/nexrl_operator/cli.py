@@ -10,7 +10,7 @@ from . import main as main_module  # imports kopf only inside run()
 from . import yamlio
 from .api import KIND
 from .builders import build_children
-from .crdgen import crd_yaml
+from .crdgen import CRDS, crd_yaml
 from .validation import JobValidationError, parse_job
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
@@ -19,8 +19,9 @@ PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nexrl-operator", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    crds = sub.add_parser("crds", help="print (or write) the NexRLJob CustomResourceDefinition")
-    crds.add_argument("-o", "--output", type=Path, help="write to this file instead of stdout")
+    crds = sub.add_parser("crds", help="print (or write) the NexRLJob and NexRLQuota CRDs")
+    crds.add_argument("-o", "--output", type=Path,
+                      help="write one file per CRD into this folder (e.g. crds/) instead of stdout")
     render = sub.add_parser("render", help="print the children of NexRLJob(s) without a cluster")
     render.add_argument("-f", "--filename", required=True, help="NexRLJob YAML file ('-' for stdin)")
     render.add_argument("-n", "--namespace", help="default: metadata.namespace, else 'default'")
@@ -30,12 +31,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _crds(output: Path | None) -> int:
-    text = crd_yaml()
     if output is None:
-        sys.stdout.write(text)
-    else:
-        output.parent.mkdir(parents=True, exist_ok=True)
-        output.write_text(text)
+        sys.stdout.write("---\n".join(crd_yaml(info) for info in CRDS))
+        return 0
+    if output.suffix in (".yaml", ".yml"):
+        print(f"error: -o takes a folder (it writes {', '.join(i.filename for i in CRDS)})", file=sys.stderr)
+        return 2
+    output.mkdir(parents=True, exist_ok=True)
+    for info in CRDS:
+        (output / info.filename).write_text(crd_yaml(info))
     return 0
 
 

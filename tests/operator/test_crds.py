@@ -1,4 +1,4 @@
-"""The generated CRD: committed copy current, structural, a valid CRD, in step with the models."""
+"""The generated CRDs: committed copies current, structural, valid CRDs, in step with the models."""
 
 from __future__ import annotations
 
@@ -10,20 +10,20 @@ import jsonschema
 import kubernetes_validate
 import pytest
 from nexrl_operator.api import NexRLJobSpec
-from nexrl_operator.crdgen import PRINTER_COLUMNS, build_crd, crd_yaml
+from nexrl_operator.crdgen import CRDS, JOB_CRD, CrdInfo, build_crd, crd_yaml
 from nexrl_operator.naming import MAX_JOB_NAME_LENGTH
 from nexrl_operator.validation import parse_job
 
 from nexrl_runtime.config.schema import NexRLConfig
 
 REPO = Path(__file__).resolve().parents[2]
-COMMITTED = REPO / "crds" / "nexrl.io_nexrljobs.yaml"
+CRD_DIR = REPO / "crds"
 NOT_STRUCTURAL = {"$ref", "$defs", "anyOf", "allOf", "oneOf", "not", "title", "const", "uniqueItems"}
 Schema = dict[str, Any]
 
 
-def root_schema() -> Schema:
-    (version,) = build_crd()["spec"]["versions"]
+def root_schema(info: CrdInfo = JOB_CRD) -> Schema:
+    (version,) = build_crd(info)["spec"]["versions"]
     return version["schema"]["openAPIV3Schema"]
 
 
@@ -37,14 +37,19 @@ def schema_nodes(node: Schema, path: str = "") -> Iterator[tuple[str, Schema]]:
             yield from schema_nodes(node[key], f"{path}[{key}]")
 
 
-def test_committed_crd_is_up_to_date():
-    assert COMMITTED.read_text() == crd_yaml(), (
-        "crds/ is stale: run `nexrl-operator crds -o crds/nexrl.io_nexrljobs.yaml`"
-    )
+@pytest.mark.parametrize("info", CRDS, ids=lambda i: i.kind)
+def test_committed_crd_is_up_to_date(info: CrdInfo):
+    stale = "crds/ is stale: run `nexrl-operator crds -o crds`"
+    assert (CRD_DIR / info.filename).read_text() == crd_yaml(info), stale
 
 
-def test_crd_is_a_valid_customresourcedefinition():
-    kubernetes_validate.validate(build_crd(), "1.33", strict=True)
+def test_crds_folder_holds_exactly_the_generated_crds():
+    assert sorted(p.name for p in CRD_DIR.glob("*.yaml")) == sorted(i.filename for i in CRDS)
+
+
+@pytest.mark.parametrize("info", CRDS, ids=lambda i: i.kind)
+def test_crd_is_a_valid_customresourcedefinition(info: CrdInfo):
+    kubernetes_validate.validate(build_crd(info), "1.33", strict=True)
 
 
 def test_crd_identity():
@@ -67,8 +72,9 @@ def test_crd_identity():
     ]
 
 
-def test_schema_is_structural():
-    for path, node in schema_nodes(root_schema()):
+@pytest.mark.parametrize("info", CRDS, ids=lambda i: i.kind)
+def test_schema_is_structural(info: CrdInfo):
+    for path, node in schema_nodes(root_schema(info)):
         assert not NOT_STRUCTURAL & node.keys(), f"{path}: {NOT_STRUCTURAL & node.keys()}"
         typed = (
             "type" in node
@@ -83,14 +89,16 @@ def test_schema_is_structural():
             jsonschema.validate(node["default"], {k: v for k, v in node.items() if k != "default"})
 
 
-def test_printer_columns_point_at_schema_fields():
-    status = root_schema()["properties"]["status"]["properties"]
-    for column in PRINTER_COLUMNS:
+@pytest.mark.parametrize("info", CRDS, ids=lambda i: i.kind)
+def test_printer_columns_point_at_schema_fields(info: CrdInfo):
+    properties = root_schema(info)["properties"]
+    for column in info.printer_columns:
         path = column["jsonPath"].split(".")[1:]
-        if path[0] == "status":
-            assert path[1] in status, column
+        if path[0] in ("spec", "status"):
+            fields = properties[path[0]]["properties"]
+            assert path[1] in fields, column
             kind = {"integer": "integer", "number": "number", "string": "string"}[column["type"]]
-            assert status[path[1]]["type"] == kind, column
+            assert fields[path[1]]["type"] == kind, column
 
 
 def test_name_rule_uses_the_naming_limit():

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from nexrl_operator.cli import PLACEHOLDER_UID, main
-from nexrl_operator.crdgen import crd_yaml
+from nexrl_operator.crdgen import CRDS, crd_yaml
 
 REPO = Path(__file__).resolve().parents[2]
 TRAINING_SERVICE = REPO / "examples" / "nexrljob-qwen2.5-7b-training-service.yaml"
@@ -65,12 +65,18 @@ def test_render_rejects_other_kinds(capsys: pytest.CaptureFixture[str], tmp_path
     assert code == 2 and "expected kind NexRLJob" in err
 
 
-def test_crds_to_stdout_and_file(capsys: pytest.CaptureFixture[str], tmp_path: Path):
+ALL_CRDS = "---\n".join(crd_yaml(info) for info in CRDS)
+
+
+def test_crds_to_stdout_and_folder(capsys: pytest.CaptureFixture[str], tmp_path: Path):
     assert main(["crds"]) == 0
-    assert capsys.readouterr().out == crd_yaml()
-    target = tmp_path / "out" / "crd.yaml"
+    assert capsys.readouterr().out == ALL_CRDS
+    assert [d["spec"]["names"]["kind"] for d in yaml.safe_load_all(ALL_CRDS)] == ["NexRLJob", "NexRLQuota"]
+    target = tmp_path / "out"
     assert main(["crds", "-o", str(target)]) == 0
-    assert target.read_text() == crd_yaml()
+    assert {f.name: f.read_text() for f in target.iterdir()} == {i.filename: crd_yaml(i) for i in CRDS}
+    assert main(["crds", "-o", str(tmp_path / "crd.yaml")]) == 2
+    assert "takes a folder" in capsys.readouterr().err
 
 
 def test_installed_script_runs():
@@ -78,4 +84,4 @@ def test_installed_script_runs():
         Path(__file__).resolve().parents[2] / ".venv/bin/nexrl-operator"
     )
     result = subprocess.run([script, "crds"], capture_output=True, text=True, timeout=60, check=True)
-    assert result.stdout == crd_yaml()
+    assert result.stdout == ALL_CRDS
