@@ -1,10 +1,13 @@
 """The training service over real HTTP on loopback: remote == in-process, 4xx with reasons, crash
 safety, and the arithmetic recipe in training-service mode.
 
-Tolerances (float32, CPU): losses agree to 1e-6 relative (measured ~1e-7: the service pads only the
-datums it gets, so matmul shapes and summation order differ); weights after two train steps (up to 8
-Adam steps) agree to 2e-5 absolute while moving ~1e-2 (measured ~2e-6: Adam divides by sqrt(v),
-which magnifies float noise in tiny gradients).
+Tolerances (float32, CPU), with what was measured over the two train steps of each case:
+* loss: 1e-5 relative or 1e-7 absolute. Measured: identical (0.0) when every datum is sent (KL +
+  entropy, SFT); 8e-9 absolute / 1.2e-6 relative when zero-advantage datums are dropped (the
+  service then pads fewer rows, so matmul shapes and summation order differ).
+* weights: 2e-5 absolute. Measured: identical without drops; 1.6e-6 with drops after 12 Adam
+  steps that moved weights by up to 6e-3 (Adam divides by sqrt(v), magnifying float noise in
+  tiny gradients).
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ from nexrl_runtime.types import Batch, Trajectory
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipe" / "arithmetic" / "arithmetic.yaml"
 SMALL = ["model.hidden_size=32", "model.num_layers=1", "threads=1", "logging.progress_bar=false"]
-LOSS_RTOL, LOSS_ATOL, WEIGHT_ATOL = 1e-6, 1e-7, 2e-5
+LOSS_RTOL, LOSS_ATOL, WEIGHT_ATOL = 1e-5, 1e-7, 2e-5
 # group rewards: g2 has equal rewards, so its 2 datums have advantage 0 (dropped when the loss allows)
 GROUP_REWARDS = [[1, 0, 0], [0, 1], [1, 1], [0, 0, 1]]
 STARTUP_S = 60.0
@@ -180,7 +183,8 @@ def test_bad_requests_get_4xx_with_a_reason(tmp_path: Path) -> None:
         for method, path, body, status, words in cases:
             # json.dumps, not httpx's json=: it writes NaN, which a careless client could send too
             r = client.http.request(method, path, content=json.dumps(body), headers=JSON)
-            assert (r.status_code, words) == (status, words) and words in json.dumps(r.json()), r.text
+            assert r.status_code == status, (path, words, r.text)
+            assert words in json.dumps(r.json()), (path, words, r.text)
         r = client.http.put("/weights", content=b"not safetensors")
         assert r.status_code == 400 and "not a safetensors" in r.json()["detail"]
         r = client.http.put("/weights", content=_to_bytes({"nope": torch.zeros(2)}))
@@ -242,7 +246,7 @@ def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def fb_request(batch: Batch, pad: int) -> ForwardBackwardRequest:
+def fb_request(batch: Batch) -> ForwardBackwardRequest:
     datums = [
         Datum(tokens=t.tokens, loss_mask=t.loss_mask, logprobs=t.logprobs, advantage=1.0)
         for t in batch.trajectories
@@ -263,7 +267,7 @@ def test_crash_mid_step_or_mid_save_loses_no_checkpoint(tmp_path: Path) -> None:
         client.wait_ready(STARTUP_S)
         client.put_weights(model.state_dict())
         client.save_checkpoint("ckpt")
-        client.forward_backward(fb_request(batch, pad))
+        client.forward_backward(fb_request(batch))
         proc.kill()
     saved = sha(ckpt)
 
