@@ -1,7 +1,8 @@
 """Thin kopf glue for NexRLJob: create / update / resume / delete, child indexes and a status timer.
 
 Decisions live elsewhere: ``builders`` (children), ``reconcile`` (ownership, patches, restarts),
-``status`` (phase and conditions); ``kube`` does the I/O. ``register`` wires them into a registry.
+``status`` (phase and conditions), ``admission`` via ``memo.admitter`` (GPU quotas: a job that
+is not admitted gets no children); ``kube`` does the I/O. ``register`` wires them into a registry.
 """
 
 from __future__ import annotations
@@ -14,13 +15,17 @@ from typing import Any
 
 import kopf
 
-from . import reconcile
+from . import quota_handlers, reconcile
+from .admission import Decision, State
 from .api import GROUP, PLURAL, VERSION, NexRLJob
 from .builders import build_children
 from .builders.common import JOB_LABEL
 from .kube import ApiError, Kube, Outcome, ensure
 from .main import DEFAULT_STATUS_INTERVAL
+from .metrics import counted
 from .naming import child_names
+from .quota_views import admitted_spec, job_view
+from .reconcile import APPLIED_SPEC
 from .status import (
     TERMINAL,
     WORKLOAD_ROLES,
@@ -35,8 +40,6 @@ from .status import (
 )
 from .validation import JobValidationError, parse_job
 
-APPLIED_SPEC = "nexrl.io/applied-spec"
-"""Annotation on the job: the spec its children were created from (to tell restart-only changes)."""
 WORKLOADS = (("ray.io", "v1", "rayjobs"), ("apps", "v1", "deployments"), ("apps", "v1", "statefulsets"))
 RETRY_DELAY = 5.0
 
@@ -47,6 +50,8 @@ class Options:
 
     status_interval: float = DEFAULT_STATUS_INTERVAL
     """seconds between status refreshes of a job (its children are watched; the timer only reads memory)"""
+    quotas: bool = True
+    """watch NexRLQuotas and Namespaces (needs cluster-wide read access to them)"""
 
 
 def _now() -> str:
@@ -62,17 +67,24 @@ def _observed(uid: str, indexes: Mapping[str, Any]) -> dict[str, Child]:
     return found
 
 
-def _spec_dump(job: NexRLJob) -> dict[str, Any]:
-    return job.spec.model_dump(mode="json", by_alias=True)
+def _admit(body: kopf.Body, job: NexRLJob, memo: kopf.Memo) -> tuple[Decision | None, NexRLJob]:
+    """The quota decision (None: the job takes no part), and the job its children are built from (a
+    scale-up that waits for GPUs keeps the replicas the job holds GPUs for)."""
+    view = job_view(body)
+    decision = memo.admitter.decide(view)
+    if decision is None or decision.state is not State.ADMITTED:
+        return decision, job
+    spec = admitted_spec(job.spec, view.applied, decision.gpus)
+    return decision, job if spec is job.spec else job.model_copy(update={"spec": spec})
 
 
-def _restart_fields(meta: Mapping[str, Any], job: NexRLJob) -> list[str]:
-    applied = (meta.get("annotations") or {}).get(APPLIED_SPEC)
-    return reconcile.restart_fields(json.loads(applied), _spec_dump(job)) if applied else []
-
-
-def _write(body: kopf.Body, patch: kopf.Patch, current: Mapping[str, Any], desired: dict[str, Any]) -> None:
-    """Patch only the status keys that changed; announce a phase change as an Event."""
+def _write(body: kopf.Body, patch: kopf.Patch, current: Mapping[str, Any], desired: dict[str, Any],
+           memo: kopf.Memo | None = None) -> None:
+    """Patch only the status keys that changed; announce a phase change as an Event. With ``memo``,
+    tell admission which admission the status now records (``admittedGpus``)."""
+    if memo is not None:
+        memo.admitter.record(body["metadata"]["uid"], desired.get("admittedGpus"))
+        memo.converged_for = desired.get("admittedGpus")
     changes = status_patch(current, desired)
     for key, value in changes.items():
         patch.status[key] = value
@@ -160,14 +172,20 @@ async def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, fresh:
         obs = Observation(meta.get("generation") or 1, status, _now(), invalid=str(exc))
         _write(body, patch, status, desired_status(obs))
         return
-    restart = _restart_fields(meta, job)
-    seen = await _converge(body, job, memo, kwargs, fresh=fresh, restart=restart)
+    restart = reconcile.pending_restart(meta, job.spec)
+    decision, built = _admit(body, job, memo)
+    if decision is not None and decision.state is not State.ADMITTED:  # Queued or rejected: no children
+        obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, restart_fields=restart,
+                          admission=decision)
+        _write(body, patch, status, desired_status(obs), memo)
+        return
+    seen = await _converge(body, built, memo, kwargs, fresh=fresh, restart=restart)
     if not (meta.get("annotations") or {}).get(APPLIED_SPEC):
-        applied = json.dumps(_spec_dump(job), sort_keys=True, separators=(",", ":"))
+        applied = json.dumps(reconcile.spec_dump(job.spec), sort_keys=True, separators=(",", ":"))
         patch.metadata.annotations[APPLIED_SPEC] = applied
     obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, children=seen.children,
-                      names=seen.names, restart_fields=restart, conflicts=seen.conflicts)
-    _write(body, patch, status, desired_status(obs))
+                      names=seen.names, restart_fields=restart, conflicts=seen.conflicts, admission=decision)
+    _write(body, patch, status, desired_status(obs), memo)
 
 
 async def on_create(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
@@ -178,6 +196,14 @@ async def on_create(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwarg
 async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     """A spec change or an operator restart: converge the children (get-first, no duplicates)."""
     await _reconcile(body, patch, memo, fresh=False, **kwargs)
+
+
+async def on_admitted(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, new: Any, **kwargs: Any) -> None:
+    """``status.admittedGpus`` changed: the admission loop let a waiting job (or a scale-up) in."""
+    if getattr(memo, "converged_for", None) == new:
+        return  # this handler's own write (the job was admitted when it was handled)
+    fresh = not (body.get("status") or {}).get("children")
+    await _reconcile(body, patch, memo, fresh=fresh, **kwargs)
 
 
 async def on_delete(body: kopf.Body, **_: Any) -> None:
@@ -194,11 +220,15 @@ async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **
         job = parse_job(body)
     except JobValidationError:
         return  # reported by the change handlers
-    restart = _restart_fields(meta, job)
+    restart = reconcile.pending_restart(meta, job.spec)
+    decision, built = _admit(body, job, memo)
+    if decision is not None and decision.state is not State.ADMITTED:
+        memo.admitter.kick()  # a waiting job's status is the admission loop's to write
+        return
     observed = _observed(meta["uid"], kwargs)
     obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, children=observed,
                       names=status.get("children") or {}, restart_fields=restart,
-                      conflicts=getattr(memo, "conflicts", []))
+                      conflicts=getattr(memo, "conflicts", []), admission=decision)
     rayjob = observed.get("rayjob")
     if rayjob is not None and should_restart(obs) and getattr(memo, "restarted", None) != rayjob.uid:
         stub = {"apiVersion": "ray.io/v1", "kind": "RayJob",
@@ -209,14 +239,14 @@ async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **
         obs = dataclasses.replace(obs, restarted=True, children=others)
     elif not job.spec.suspend and (obs.conflicts or set(expected_workloads(job.spec)) - set(observed)):
         # self-healing: a workload went missing, or a child name was taken (retried until it is free)
-        seen = await _converge(body, job, memo, kwargs, fresh=False, restart=restart)
+        seen = await _converge(body, built, memo, kwargs, fresh=False, restart=restart)
         obs = dataclasses.replace(obs, children=seen.children, conflicts=seen.conflicts)
     desired = desired_status(obs)
     if desired["phase"] in TERMINAL and status.get("phase") not in TERMINAL:
         for child in observed.values():
             if child.kind != "RayJob" and child.replicas:
                 await _scale_to_zero(memo.kube, body, child, f"the job has {desired['phase'].lower()}")
-    _write(body, patch, status, desired)
+    _write(body, patch, status, desired, memo)
 
 
 def index_workload(body: kopf.Body, **_: Any) -> dict[str, Child] | None:
@@ -236,16 +266,21 @@ async def on_cleanup(memo: kopf.Memo, **_: Any) -> None:
 
 
 def register(registry: kopf.OperatorRegistry, options: Options) -> None:
-    """Attach every handler to ``registry``."""
+    """Attach every handler to ``registry`` (activities run in this order: admission starts after the
+    client exists and stops before it closes)."""
     job = (GROUP, VERSION, PLURAL)
     kopf.on.login(registry=registry)(kopf.login_via_client)  # in-cluster, else kubeconfig
     kopf.on.startup(registry=registry)(on_startup)
+    quota_handlers.register(registry, options.status_interval, quotas=options.quotas)
     kopf.on.cleanup(registry=registry)(on_cleanup)
     for group, version, plural in WORKLOADS:
         kopf.index(group, version, plural, id=plural, registry=registry,
                    labels={JOB_LABEL: kopf.PRESENT})(index_workload)
-    kopf.on.create(*job, id="create", registry=registry)(on_create)
-    kopf.on.update(*job, id="update", field="spec", registry=registry)(on_change)
-    kopf.on.resume(*job, id="resume", registry=registry)(on_change)
+    kopf.on.create(*job, id="create", registry=registry)(counted("create")(on_create))
+    kopf.on.update(*job, id="update", field="spec", registry=registry)(counted("update")(on_change))
+    kopf.on.update(*job, id="admitted", field="status.admittedGpus",
+                   registry=registry)(counted("admitted")(on_admitted))
+    kopf.on.resume(*job, id="resume", registry=registry)(counted("resume")(on_change))
     kopf.on.delete(*job, id="delete", registry=registry)(on_delete)
-    kopf.timer(*job, id="status", interval=options.status_interval, registry=registry)(refresh_status)
+    kopf.timer(*job, id="status", interval=options.status_interval,
+               registry=registry)(counted("status")(refresh_status))

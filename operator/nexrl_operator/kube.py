@@ -83,10 +83,12 @@ class Kube:
         path = resource_path(obj["apiVersion"], obj["kind"], obj["metadata"]["namespace"])
         return await self.request("POST", path, obj)
 
-    async def patch(self, obj: Mapping[str, Any], body: Mapping[str, Any]) -> Manifest:
-        """Merge-patch an existing object (the one given, by apiVersion/kind/namespace/name)."""
+    async def patch(self, obj: Mapping[str, Any], body: Mapping[str, Any], subresource: str | None = None
+                    ) -> Manifest:
+        """Merge-patch an existing object (the one given, by apiVersion/kind/namespace/name), or its
+        ``subresource`` (e.g. status); cluster-scoped objects have no namespace."""
         meta = obj["metadata"]
-        path = resource_path(obj["apiVersion"], obj["kind"], meta["namespace"], meta["name"])
+        path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"], subresource)
         return await self.request("PATCH", path, body, MERGE_PATCH)
 
     async def delete(self, obj: Mapping[str, Any], *, uid: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""`nexrl-operator run`: start kopf with the NexRLJob handlers (standalone, no peering, by default).
+"""`nexrl-operator run`: start kopf with the NexRLJob and admission handlers (standalone by default).
 
 kopf is imported only when the operator runs, so that ``add_arguments`` can build the CLI cheaply.
 """
@@ -36,6 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         "default: the namespace's default account")
     p.add_argument("--default-inference-image", metavar="IMAGE",
                    help="vLLM image of jobs that set no spec.inference.image (default: the job's spec.image)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve Prometheus metrics on this port (/metrics); default: not served")
+    p.add_argument("--metrics-address", default="0.0.0.0",
+                   help="address for --metrics-port (default: %(default)s)")
+    p.add_argument("--no-quotas", dest="quotas", action="store_false",
+                   help="do not watch NexRLQuotas and Namespaces (an operator without cluster-wide read "
+                        "access to them); namespaces' ResourceQuotas still apply")
     p.add_argument("-v", "--verbose", action="store_true", help="log kopf's own decisions")
     p.add_argument("--debug", action="store_true", help="log every API request (very verbose)")
     return p
@@ -71,7 +78,7 @@ def run(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
     """Run the operator until SIGINT/SIGTERM; takes the `run` options (a list or parsed) and returns 0."""
     import kopf
 
-    from . import handlers
+    from . import handlers, metrics
 
     if isinstance(argv, argparse.Namespace):
         args = argv
@@ -82,7 +89,9 @@ def run(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
     kopf.configure(verbose=args.verbose, debug=args.debug)
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     registry = kopf.OperatorRegistry()
-    handlers.register(registry, handlers.Options(status_interval=args.status_interval))
+    handlers.register(registry, handlers.Options(status_interval=args.status_interval, quotas=args.quotas))
+    if args.metrics_port is not None:
+        metrics.serve(args.metrics_port, args.metrics_address)
     kopf.run(
         registry=registry,
         settings=settings(),

@@ -12,12 +12,17 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from .api import NexRLJobSpec
 from .builders.common import JOB_LABEL, QUEUE_LABEL
 
 Manifest = dict[str, Any]
 
+APPLIED_SPEC = "nexrl.io/applied-spec"
+"""Annotation on the job: the spec its children were created from (to tell restart-only changes)."""
 LIVE_SPEC_FIELDS = ("spec.inference.replicas", "spec.suspend", "spec.maxRestarts")
 """Spec fields applied to running children; any other change needs a restart (and is rejected)."""
+KUEUE_LIVE_SPEC_FIELDS = ("spec.suspend", "spec.maxRestarts")
+"""With Kueue the vLLM pods are one pod group of a fixed size, so replicas need a restart too."""
 SCALED_KINDS = ("Deployment", "StatefulSet")
 
 
@@ -40,10 +45,31 @@ def changed_paths(old: Any, new: Any, prefix: str) -> list[str]:
     return [] if old == new else [prefix]
 
 
-def restart_fields(applied: Mapping[str, Any], spec: Mapping[str, Any]) -> list[str]:
+def restart_fields(applied: Mapping[str, Any], spec: Mapping[str, Any],
+                   live_fields: tuple[str, ...] = LIVE_SPEC_FIELDS) -> list[str]:
     """Spec fields changed since the children were created that running children cannot take."""
     return [path for path in changed_paths(applied, spec, "spec")
-            if not any(path == live or path.startswith(live + ".") for live in LIVE_SPEC_FIELDS)]
+            if not any(path == live or path.startswith(live + ".") for live in live_fields)]
+
+
+def spec_dump(spec: NexRLJobSpec) -> dict[str, Any]:
+    """A spec as the API spells it (what the applied-spec annotation stores)."""
+    return spec.model_dump(mode="json", by_alias=True)
+
+
+def applied_spec(meta: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The spec the children were created from (None before the first converge)."""
+    applied = (meta.get("annotations") or {}).get(APPLIED_SPEC)
+    return json.loads(applied) if applied else None
+
+
+def pending_restart(meta: Mapping[str, Any], spec: NexRLJobSpec) -> list[str]:
+    """Restart-only fields the spec changed since the children were created."""
+    applied = applied_spec(meta)
+    if applied is None:
+        return []
+    live = KUEUE_LIVE_SPEC_FIELDS if spec.scheduling.queue_name else LIVE_SPEC_FIELDS
+    return restart_fields(applied, spec_dump(spec), live)
 
 
 def ownership(obj: Mapping[str, Any], owner_uid: str, job_name: str) -> Ownership:

@@ -11,9 +11,13 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .admission import Decision, State
 from .api import NexRLJobSpec, Phase, total_gpus
 
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
+RELEASED = TERMINAL | {Phase.SUSPENDED}
+"""Phases in which a job holds no GPUs (its admission is given back)."""
+QUOTA_EXCEEDED = "QuotaExceeded"
 RAY_FAILED = frozenset({"FAILED", "STOPPED"})
 LATCHED_CONDITIONS = (("Suspended", Phase.SUSPENDED), ("Complete", Phase.SUCCEEDED), ("Failed", Phase.FAILED))
 WORKLOAD_ROLES = {"RayJob": "rayjob", "Deployment": "inference", "StatefulSet": "trainer"}
@@ -94,6 +98,8 @@ class Observation:
     """children that exist but belong to someone else"""
     restarted: bool = False
     """the operator just deleted a failed RayJob to run it again"""
+    admission: Decision | None = None
+    """the NexRLQuota decision; None when the job takes no part (suspended, Kueue's, finished)"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,11 +110,13 @@ class Verdict:
 
 
 def is_finished(status: Mapping[str, Any]) -> bool:
-    """Succeeded or Failed for good; a job that only failed validation may still be fixed by a new spec."""
+    """Succeeded or Failed for good. Not: a job that failed validation (a new spec may fix it) or
+    was rejected by its quota (a higher limit or a smaller spec may let it in)."""
     if status.get("phase") not in TERMINAL:
         return False
-    valid = next((c for c in status.get("conditions") or [] if c.get("type") == "Valid"), None)
-    return not (valid and valid.get("status") == "False")
+    valid = _old_condition(status, "Valid")
+    admitted = _old_condition(status, "Admitted")
+    return valid.get("status") != "False" and admitted.get("reason") != QUOTA_EXCEEDED
 
 
 def _old_condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
@@ -170,6 +178,10 @@ def verdict(obs: Observation) -> Verdict:
                        f"RayJob {rayjob.name} {rayjob.job_status or rayjob.deployment_status}{detail}")
     if spec.suspend:
         return Verdict(Phase.SUSPENDED, "Suspended", "spec.suspend is true: all pods are stopped")
+    if obs.admission is not None and obs.admission.state is State.QUEUED:
+        return Verdict(Phase.QUEUED, "WaitingForQuota", obs.admission.message)
+    if obs.admission is not None and obs.admission.state is State.REJECTED:
+        return Verdict(Phase.FAILED, QUOTA_EXCEEDED, obs.admission.message)
     if obs.conflicts:
         return Verdict(Phase.PROVISIONING, "NameConflict", "; ".join(obs.conflicts))
     if rayjob is not None and rayjob.suspend and rayjob.kueue:
@@ -195,12 +207,9 @@ def conditions(obs: Observation, v: Verdict) -> list[dict[str, Any]]:
     out = [_condition("Valid", valid, "SpecValid" if valid else "ValidationFailed",
                       obs.invalid or "the spec is valid")]
     if valid:
-        fields = ", ".join(obs.restart_fields)
-        message = (f"changes to {fields} need a restart, which the operator does not do by itself: revert "
-                   "them, or delete and re-create the job (it resumes from its latest checkpoint in "
-                   "spec.storage); live changes (inference.replicas, suspend, maxRestarts) still apply"
-                   if fields else "the children match the spec")
-        out.append(_condition("SpecApplied", not fields, "RestartRequired" if fields else "Applied", message))
+        out.append(_spec_applied(obs))
+    if (admitted := _admitted(obs, v)) is not None:
+        out.append(admitted)
     out.append(_condition("Ready", v.phase == Phase.RUNNING, v.reason, v.message))
     seen = {c.get("type") for c in obs.status.get("conditions") or []}
     for type_, phase in LATCHED_CONDITIONS:
@@ -209,6 +218,43 @@ def conditions(obs: Observation, v: Verdict) -> list[dict[str, Any]]:
         elif type_ in seen:
             out.append(_condition(type_, False, f"Not{type_}", f"the job is {v.phase.value.lower()}"))
     return out
+
+
+def _spec_applied(obs: Observation) -> dict[str, Any]:
+    fields = ", ".join(obs.restart_fields)
+    if fields:
+        return _condition("SpecApplied", False, "RestartRequired",
+                          f"changes to {fields} need a restart, which the operator does not do by itself: "
+                          "revert them, or delete and re-create the job (it resumes from its latest "
+                          "checkpoint in spec.storage); live changes (inference.replicas, suspend, "
+                          "maxRestarts) still apply")
+    if obs.admission is not None and obs.admission.pending:
+        return _condition("SpecApplied", False, "ScaleUpWaiting",
+                          f"{obs.admission.pending} (the job keeps its current replicas meanwhile)")
+    return _condition("SpecApplied", True, "Applied", "the children match the spec")
+
+
+def _admitted(obs: Observation, v: Verdict) -> dict[str, Any] | None:
+    """Admitted: whether the job holds GPUs of its quota, or why not; None if it never took part."""
+    decision = obs.admission
+    if decision is not None and decision.state is State.QUEUED:
+        return _condition("Admitted", False, "WaitingForQuota", decision.message)
+    if decision is not None and decision.state is State.REJECTED:
+        return _condition("Admitted", False, QUOTA_EXCEEDED, decision.message)
+    if decision is not None and v.phase not in RELEASED:
+        return _condition("Admitted", True, "Admitted", decision.message)
+    if decision is not None or _old_condition(obs.status, "Admitted"):
+        message = f"the job is {v.phase.value.lower()}; it holds no GPUs"
+        return _condition("Admitted", False, "Released", message)
+    return None
+
+
+def admitted_gpus(obs: Observation, v: Verdict) -> int | None:
+    """What ``status.admittedGpus`` says: the GPUs the job may hold now (None: none)."""
+    decision = obs.admission
+    if decision is None or decision.state is not State.ADMITTED or v.phase in RELEASED:
+        return None
+    return decision.gpus
 
 
 def _stamp(new: list[dict[str, Any]], old: Sequence[Mapping[str, Any]], generation: int,
@@ -237,8 +283,11 @@ def desired_status(obs: Observation) -> dict[str, Any]:
     }
     if obs.spec is not None:
         status["gpus"] = total_gpus(obs.spec)
+    if obs.admission is not None or "admittedGpus" in old:
+        status["admittedGpus"] = admitted_gpus(obs, v)
     start = old.get("startTime") or (obs.now if v.phase == Phase.RUNNING else None)
-    end = old.get("completionTime") or (obs.now if v.phase in TERMINAL else None)
+    finished = v.phase in TERMINAL and v.reason != QUOTA_EXCEEDED
+    end = old.get("completionTime") or (obs.now if finished else None)
     status.update({key: value for key, value in (("startTime", start), ("completionTime", end)) if value})
     return status
 

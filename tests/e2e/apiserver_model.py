@@ -37,6 +37,7 @@ BUILTINS: tuple[ResourceDef, ...] = (
     ResourceDef("", "v1", "services", "Service", subresources=_STATUS, shortnames=("svc",)),
     ResourceDef("", "v1", "pods", "Pod", subresources=_STATUS, shortnames=("po",)),
     ResourceDef("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", subresources=_STATUS),
+    ResourceDef("", "v1", "resourcequotas", "ResourceQuota", subresources=_STATUS, shortnames=("quota",)),
     ResourceDef("", "v1", "serviceaccounts", "ServiceAccount", shortnames=("sa",)),
     ResourceDef("", "v1", "events", "Event", shortnames=("ev",)),
     ResourceDef("events.k8s.io", "v1", "events", "Event", shortnames=("ev",)),

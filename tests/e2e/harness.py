@@ -21,6 +21,7 @@ from apiserver import ApiServer
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NEXRL_CRD = REPO / "crds" / "nexrl.io_nexrljobs.yaml"
+NEXRL_CRDS = sorted((REPO / "crds").glob("*.yaml"))
 
 T = TypeVar("T")
 
@@ -107,6 +108,11 @@ class EmulatorThread:
         """Create a CustomResourceDefinition from a YAML file (as `kubectl apply -f crds/` would)."""
         crd = yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
         self.run(lambda: self.emu.apply("apiextensions.k8s.io", "v1", "customresourcedefinitions", crd))
+
+    def install_crds(self) -> None:
+        """Create every CRD in crds/ (NexRLJob, NexRLQuota)."""
+        for path in NEXRL_CRDS:
+            self.install_crd(path)
 
     def watches(self, plural: str) -> int:
         """How many watch requests for a resource the server has seen (a restarted operator adds one)."""

@@ -150,6 +150,21 @@ def test_every_child_is_owned_labelled_and_namespaced(full: list[Manifest]):
         assert (labels.get("kueue.x-k8s.io/queue-name") == "team-a") is workload
 
 
+def test_kueue_gets_the_vllm_pods_as_one_pod_group(full: list[Manifest], make_job: MakeJob):
+    deployment = next(c for c in full if c["kind"] == "Deployment")
+    meta = deployment["spec"]["template"]["metadata"]
+    assert meta["labels"]["kueue.x-k8s.io/queue-name"] == "team-a"
+    assert meta["labels"]["kueue.x-k8s.io/pod-group-name"] == "demo-inference"
+    assert meta["annotations"] == {"kueue.x-k8s.io/pod-group-total-count": "2"}
+    # The StatefulSet is Kueue's own statefulset integration (it groups the pods itself); without a
+    # queue there are no Kueue labels at all.
+    statefulset = next(c for c in full if c["kind"] == "StatefulSet")
+    assert "kueue.x-k8s.io/pod-group-name" not in statefulset["spec"]["template"]["metadata"]["labels"]
+    plain = next(c for c in build(make_job(model=MODEL)) if c["kind"] == "Deployment")
+    assert not any(k.startswith("kueue") for k in plain["spec"]["template"]["metadata"]["labels"])
+    assert "annotations" not in plain["spec"]["template"]["metadata"]
+
+
 def test_every_pod_template_gets_scheduling_and_labels(full: list[Manifest]):
     templates = list(pod_templates(full))
     assert {where for where, _, _ in templates} == {

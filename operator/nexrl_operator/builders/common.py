@@ -16,6 +16,8 @@ MANAGER = "nexrl-operator"
 JOB_LABEL = "nexrl.io/job"
 COMPONENT_LABEL = "app.kubernetes.io/component"
 QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+POD_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
+POD_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
 KUBERAY_OWNED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/managed-by")
 HTTP_PORT = 8000
 CONFIG_DIR = "/etc/nexrl"
@@ -206,3 +208,13 @@ def headless_service(ctx: Context, name: str, component: str, ports: list[Manife
     service_ports = [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"]} for p in ports]
     body = {"clusterIP": "None", "selector": selector(ctx, component), "ports": service_ports, **spec}
     return manifest("v1", "Service", metadata(ctx, name, component), spec=body)
+
+
+def kueue_pod_group(ctx: Context, template: Manifest, group: str, size: int) -> Manifest:
+    """Make the pods of a template one Kueue pod group (plain pods, admitted all together), when the
+    job names a Kueue queue: the queue-name and pod-group-name labels, the total-count annotation."""
+    queue = ctx.spec.scheduling.queue_name
+    if queue:
+        template["metadata"]["labels"].update({QUEUE_LABEL: queue, POD_GROUP_LABEL: group})
+        template["metadata"]["annotations"] = {POD_GROUP_COUNT: str(size)}
+    return template

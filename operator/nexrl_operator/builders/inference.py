@@ -9,6 +9,7 @@ from .common import (
     Manifest,
     env,
     headless_service,
+    kueue_pod_group,
     manifest,
     metadata,
     pod_template,
@@ -64,7 +65,10 @@ def build_inference(ctx: Context) -> list[Manifest]:
             # Recreate: a surge pod would need GPUs beyond the job's quota.
             "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": selector(ctx, COMPONENT)},
-            "template": pod_template(ctx, COMPONENT, [container], volumes(ctx, config=False, shm=True)),
+            # With Kueue the vLLM pods are plain pods: one pod group, so that they are admitted together.
+            "template": kueue_pod_group(
+                ctx, pod_template(ctx, COMPONENT, [container], volumes(ctx, config=False, shm=True)),
+                name, inference.replicas),
         },
     )
     service = headless_service(ctx, name, COMPONENT, container["ports"])
