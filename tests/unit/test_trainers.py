@@ -13,7 +13,8 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from nexrl_runtime.config.schema import GRPOConfig, OptimConfig, TrainerConfig
-from nexrl_runtime.trainer import TRAINERS, GRPOTrainer, SFTTrainer, Trainer, collate, trainer_class
+from nexrl_runtime.registry import RegistryError, resolve_class
+from nexrl_runtime.trainer import TRAINERS, GRPOTrainer, SFTTrainer, Trainer, collate
 from nexrl_runtime.trainer.losses import token_logprobs
 from nexrl_runtime.types import Batch, Trajectory
 
@@ -80,12 +81,12 @@ def config(lr: float = 3e-3, **kw: object) -> TrainerConfig:
 def test_registry_resolves_names_and_module_paths() -> None:
     assert set(TRAINERS) == {"grpo", "sft"}
     assert TRAINERS["grpo"] is GRPOTrainer and TRAINERS["sft"] is SFTTrainer
-    assert trainer_class("grpo") is GRPOTrainer
-    assert trainer_class("nexrl_runtime.trainer.sft:SFTTrainer") is SFTTrainer
-    with pytest.raises(ValueError, match="unknown trainer"):
-        trainer_class("ppo")
-    with pytest.raises(ValueError, match="Trainer subclass"):
-        trainer_class("nexrl_runtime.types:Batch")
+    assert resolve_class("grpo", TRAINERS, Trainer) is GRPOTrainer
+    assert resolve_class("nexrl_runtime.trainer.sft:SFTTrainer", TRAINERS, Trainer) is SFTTrainer
+    with pytest.raises(RegistryError, match="unknown Trainer 'ppo'"):
+        resolve_class("ppo", TRAINERS, Trainer)
+    with pytest.raises(RegistryError, match="not a subclass"):
+        resolve_class("nexrl_runtime.types:Batch", TRAINERS, Trainer)
 
 
 def test_first_update_is_on_policy_with_zero_kl_and_frozen_reference() -> None:
