@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import enum
+import heapq
 from collections.abc import Iterable, Mapping, Sequence
 
 from .api import GPU_RESOURCE
@@ -148,6 +149,8 @@ class _Item:
     need: int
     new: bool
     """a whole job (needs a slot) rather than a running job's scale-up"""
+    pools: list[tuple[Pool, int]] = dataclasses.field(default_factory=list)
+    """(pool, amount) it draws from"""
 
     @property
     def key(self) -> tuple[int, str, str]:
@@ -164,8 +167,13 @@ def could_land(gpu_type: GpuType, demand: Demand) -> bool:
 def selecting(quotas: Iterable[Quota], namespaces: Mapping[str, Mapping[str, str]]
               ) -> dict[str, list[Quota]]:
     """namespace -> the quotas that select it, oldest first (creation time, then name); the first governs."""
-    ordered = sorted(quotas, key=lambda q: (q.created, q.name))
-    return {ns: [q for q in ordered if q.spec.covers(ns, labels)] for ns, labels in namespaces.items()}
+    out: dict[str, list[Quota]] = {ns: [] for ns in namespaces}
+    for quota in sorted(quotas, key=lambda q: (q.created, q.name)):
+        listed, selector = set(quota.spec.namespaces), quota.spec.namespace_selector
+        for ns, labels in namespaces.items():
+            if ns in listed or (selector is not None and selector.matches(labels)):
+                out[ns].append(quota)
+    return out
 
 
 def _ahead(n: int) -> str:
@@ -187,15 +195,17 @@ class _Group:
         self.slots = (Pool(where, SLOTS, spec.max_running_jobs)
                       if spec and spec.max_running_jobs is not None else None)
         self.usage: dict[str, int] = collections.Counter()
+        listed = spec.namespace_settings if spec else []
+        self.settings = {s.namespace: (s.priority, s.weight) for s in listed}
 
     def gpu_pools(self, demand: Demand) -> list[Pool]:
         pools = [self.total] if self.total and demand.resource == GPU_RESOURCE else []
         pools += [pool for gpu_type, pool in self.types if could_land(gpu_type, demand)]
         return pools + list(self.rq_pools.get((demand.namespace, demand.resource), ()))
 
-    def pools(self, item: _Item) -> list[tuple[Pool, int]]:
-        pools = [(pool, item.need) for pool in self.gpu_pools(item.demand)]
-        return pools + ([(self.slots, 1)] if self.slots and item.new else [])
+    def item(self, demand: Demand, need: int, new: bool) -> _Item:
+        pools = [(pool, need) for pool in self.gpu_pools(demand)]
+        return _Item(demand, need, new, pools + ([(self.slots, 1)] if self.slots and new else []))
 
     def never_fits(self, item: _Item) -> str | None:
         demand = item.demand
@@ -204,8 +214,8 @@ class _Group:
         if spec and spec.max_gpus_per_job is not None and demand.gpus > spec.max_gpus_per_job:
             return (f"needs {what}, more than quota {self.quota.name} allows per job "  # type: ignore[union-attr]
                     f"(maxGpusPerJob: {spec.max_gpus_per_job})")
-        for pool in self.gpu_pools(demand):
-            if demand.gpus > pool.limit:
+        for pool, _ in item.pools:
+            if pool.what != SLOTS and demand.gpus > pool.limit:
                 hint = ""
                 if pool.type_labels and not set(pool.type_labels) & set(demand.node_selector):
                     hint = "; set scheduling.nodeSelector to pick another GPU type"
@@ -222,8 +232,7 @@ class _Group:
         self.usage[demand.namespace] += held
 
     def order_key(self, namespace: str, head: _Item) -> tuple[int, float, str, str]:
-        settings = self.quota.spec.settings(namespace) if self.quota else None
-        priority, weight = (settings.priority, settings.weight) if settings else (0, 1)
+        priority, weight = self.settings.get(namespace, (0, 1))
         return (-priority, self.usage[namespace] / weight, head.demand.created, namespace)
 
 
@@ -255,14 +264,15 @@ def _serve(group: _Group, items: list[_Item], decisions: dict[str, Decision], us
     queues: dict[str, collections.deque[_Item]] = {}
     for item in sorted(items, key=lambda i: i.key):
         queues.setdefault(item.demand.namespace, collections.deque()).append(item)
+    # Only the namespace served changes its key (its share and its head), so a heap stays true.
+    heads = [group.order_key(ns, queue[0]) for ns, queue in queues.items()]
+    heapq.heapify(heads)
     quota = group.quota.name if group.quota else None
     ahead = 0
-    while queues:
-        namespace = min(queues, key=lambda ns: group.order_key(ns, queues[ns][0]))
+    while heads:
+        namespace = heapq.heappop(heads)[-1]
         item = queues[namespace].popleft()
-        if not queues[namespace]:
-            del queues[namespace]
-        demand, pools = item.demand, group.pools(item)
+        demand, pools = item.demand, item.pools
         blocked = [(pool, amount) for pool, amount in pools if amount and pool.available < amount]
         if not blocked:
             for pool, amount in pools:
@@ -271,21 +281,30 @@ def _serve(group: _Group, items: list[_Item], decisions: dict[str, Decision], us
             gpus = (demand.admitted or 0) + item.need
             message = _admitted(group, demand, gpus)
             decisions[demand.uid] = Decision(State.ADMITTED, gpus, message, quota, new=True)
-            continue
-        why = _blocked(item, *blocked[0], ahead)
-        shared = any(pool.shared for pool, _ in blocked)
-        for pool, amount in pools:
-            if shared or not pool.shared:
-                pool.reserved += max(0, min(amount, pool.available))
-        ahead += 1
-        if item.new:
-            decisions[demand.uid] = Decision(State.QUEUED, demand.gpus, why, quota)
-            if usage is not None and usage.queued == 0:
-                usage.notes.insert(0, f"first in line: {demand.namespace}/{demand.name}: {why.split(';')[0]}")
-            if usage is not None:
-                usage.queued += 1
         else:
-            decisions[demand.uid] = dataclasses.replace(decisions[demand.uid], pending=why)
+            _queue(item, blocked, ahead, decisions, quota, usage)
+            ahead += 1
+        if queues[namespace]:
+            heapq.heappush(heads, group.order_key(namespace, queues[namespace][0]))
+
+
+def _queue(item: _Item, blocked: list[tuple[Pool, int]], ahead: int, decisions: dict[str, Decision],
+           quota: str | None, usage: QuotaUsage | None) -> None:
+    """A waiting item: say why, and hold back what it needs of what is free."""
+    demand = item.demand
+    why = _blocked(item, *blocked[0], ahead)
+    shared = any(pool.shared for pool, _ in blocked)
+    for pool, amount in item.pools:
+        if shared or not pool.shared:
+            pool.reserved += max(0, min(amount, pool.available))
+    if not item.new:
+        decisions[demand.uid] = dataclasses.replace(decisions[demand.uid], pending=why)
+        return
+    decisions[demand.uid] = Decision(State.QUEUED, demand.gpus, why, quota)
+    if usage is not None and usage.queued == 0:
+        usage.notes.insert(0, f"first in line: {demand.namespace}/{demand.name}: {why.split(';')[0]}")
+    if usage is not None:
+        usage.queued += 1
 
 
 def _rq_pools(limits: Sequence[ResourceQuotaLimit], jobs: Sequence[Demand]
@@ -325,8 +344,10 @@ def plan(jobs: Sequence[Demand], quotas: Sequence[Quota], namespaces: Mapping[st
         if key not in groups:
             groups[key] = _Group(None, rq_pools)
         groups[key].jobs.append(demand)
-    usages = {q.name: QuotaUsage(q.name, sorted(ns for ns, o in owner.items() if o.name == q.name))
-              for q in quotas}
+    governed: dict[str, list[str]] = collections.defaultdict(list)
+    for ns, quota in sorted(owner.items()):
+        governed[quota.name].append(ns)
+    usages = {q.name: QuotaUsage(q.name, governed[q.name]) for q in quotas}
     for ns, found in sorted(selected.items()):
         for shadowed in found[1:]:
             note = f"namespace {ns} is governed by the older quota {found[0].name}"
@@ -347,9 +368,9 @@ def _decide_group(group: _Group, decisions: dict[str, Decision], usage: QuotaUsa
             decisions[demand.uid] = Decision(State.ADMITTED, held, _admitted(group, demand, held), quota)
             held = demand.admitted
             if demand.gpus > held:
-                waiting.append(_Item(demand, demand.gpus - held, new=False))
+                waiting.append(group.item(demand, demand.gpus - held, new=False))
         else:
-            waiting.append(_Item(demand, demand.gpus, new=True))
+            waiting.append(group.item(demand, demand.gpus, new=True))
     items = []
     for item in waiting:
         reason = group.never_fits(item)
