@@ -8,10 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 import yaml
 from helmchart import CHART, FULLNAME, NAMESPACE, REPO, Helm, Manifest, deployment_args, find
 from nexrl_operator.main import add_arguments, operator_defaults
+from nexrl_operator.quota_api import NexRLQuotaSpec
 
 VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -49,12 +51,23 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"resources": {"limit": {"cpu": 1}}}, "'limit' not allowed"),
 ]
 NOT_CORE = {"ServiceMonitor", "NexRLQuota"}  # CRD kinds that kubernetes-validate does not know
+QUOTA = {"create": True, "name": "cluster", "spec": {"gpus": 16, "maxGpusPerJob": 8}}
 
 
 @pytest.fixture(scope="module", params=list(VALUE_SETS))
 def rendered(request: pytest.FixtureRequest, helm: Helm) -> tuple[dict[str, Any], list[Manifest]]:
     values = VALUE_SETS[request.param]
     return values, helm.template(values)
+
+
+def validate_quota(obj: Manifest) -> None:
+    """A NexRLQuota against the chart's CRD, and its spec against the operator's model (no unknown keys)."""
+    (crd,) = [doc for path in (CHART / "crds").glob("*.yaml")
+              if (doc := yaml.safe_load(path.read_text()))["spec"]["names"]["kind"] == obj["kind"]]
+    group = crd["spec"]["group"]
+    (version,) = [v for v in crd["spec"]["versions"] if f"{group}/{v['name']}" == obj["apiVersion"]]
+    jsonschema.validate(obj, version["schema"]["openAPIV3Schema"])
+    NexRLQuotaSpec.model_validate(obj["spec"])
 
 
 def _parse_args(manifests: list[Manifest]) -> argparse.Namespace:
@@ -122,6 +135,8 @@ def test_operator_arguments_are_the_operators_own_options(
     values, manifests = rendered
     args = _parse_args(manifests)  # argparse exits on an unknown option
     assert args.namespace == values.get("watchNamespaces", [])
+    metrics = values.get("metrics", {})
+    assert args.metrics_port == (metrics.get("port", 9090) if metrics.get("enabled") else None)
     runtime = values.get("runtime", {})
     account = runtime.get("serviceAccount", {}).get("name", "nexrl-runtime")
     defaults = operator_defaults(args)
@@ -133,21 +148,34 @@ def test_operator_arguments_are_the_operators_own_options(
         assert created >= {(ns, account) for ns in runtime_namespaces}
 
 
+CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces", "nexrlquotas", "nexrlquotas/status"}
+
+
+def _resources(rules: list[Manifest]) -> set[str]:
+    return {resource for rule in rules for resource in rule["resources"]}
+
+
 def test_single_namespace_mode_grants_only_the_watched_namespaces(helm: Helm) -> None:
     everywhere = helm.template({})
     single = helm.template(VALUE_SETS["single-namespace"])
     (cluster_wide,) = find(everywhere, "ClusterRole")
-    (discovery,) = find(single, "ClusterRole")
-    crds = {"apiGroups": ["apiextensions.k8s.io"], "resources": ["customresourcedefinitions"],
-            "verbs": ["list", "watch"]}
-    namespaces = {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]}
-    assert discovery["rules"] == [crds, namespaces]
+    (cluster_part,) = find(single, "ClusterRole")
+    assert _resources(cluster_part["rules"]) == CLUSTER_SCOPED
     roles = {r["metadata"]["namespace"]: r["rules"] for r in find(single, "Role", FULLNAME)}
     assert roles.keys() == {"team-a", "team-b"}
-    for rules in roles.values():  # the same namespaced permissions, confined to one namespace
-        assert [crds, *rules] == cluster_wide["rules"]
+    for rules in roles.values():  # the same permissions, the namespaced ones confined to one namespace
+        assert not _resources(rules) & CLUSTER_SCOPED
+        assert sorted(map(str, cluster_part["rules"] + rules)) == sorted(map(str, cluster_wide["rules"]))
     bindings = {b["metadata"]["namespace"] for b in find(single, "RoleBinding", FULLNAME)}
     assert bindings == {"team-a", "team-b"}
+
+
+def test_without_quotas_the_operator_reads_no_cluster_wide_quotas_or_namespaces(helm: Helm) -> None:
+    manifests = helm.template({"operator": {"quotas": False}})
+    (role,) = find(manifests, "ClusterRole")
+    assert _resources(role["rules"]) & CLUSTER_SCOPED == {"customresourcedefinitions"}
+    assert _parse_args(manifests).quotas is False
+    assert _parse_args(helm.template({})).quotas is True
 
 
 def test_bring_your_own_rbac_renders_no_rbac(helm: Helm) -> None:
@@ -188,12 +216,17 @@ def test_custom_images_and_pod_placement(helm: Helm) -> None:
 
 
 def test_default_quota_needs_the_quota_crd_in_the_chart(helm: Helm, tmp_path: Path) -> None:
-    values = {"defaultQuota": {"create": True, "name": "cluster", "spec": {"gpus": 16}}}
-    shipped = any("kind: NexRLQuota" in p.read_text() for p in (CHART / "crds").glob("*.yaml"))
-    assert bool(find(helm.template(values), "NexRLQuota")) is shipped
+    (quota,) = find(helm.template({"defaultQuota": QUOTA}), "NexRLQuota")
+    assert (quota["metadata"]["name"], quota["spec"]) == ("cluster", QUOTA["spec"])
+    validate_quota(quota)
+    assert not find(helm.template({}), "NexRLQuota")
     chart = shutil.copytree(CHART, tmp_path / "nexrl-operator")
-    quota_crd = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
-                 "spec": {"names": {"kind": "NexRLQuota"}}}
-    (chart / "crds" / "quota-stand-in.yaml").write_text(yaml.safe_dump(quota_crd))
-    (quota,) = find(helm.template(values, chart=chart), "NexRLQuota")
-    assert (quota["metadata"]["name"], quota["spec"]) == ("cluster", {"gpus": 16})
+    for crd in (chart / "crds").glob("*.yaml"):
+        if "kind: NexRLQuota" in crd.read_text():
+            crd.unlink()
+    assert not find(helm.template({"defaultQuota": QUOTA}, chart=chart), "NexRLQuota")
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "examples").glob("nexrlquota-*.yaml")), ids=lambda p: p.stem)
+def test_quota_examples_are_valid(path: Path) -> None:
+    validate_quota(yaml.safe_load(path.read_text()))

@@ -1,9 +1,10 @@
 """The chart's RBAC is sufficient and minimal, judged by the requests the real operator makes.
 
 Requests come from the API emulator's log (`emu.calls`) in two runs: every operator end-to-end test
-(tests/e2e, all but the emulator's own tests: new scenarios count automatically), re-run in a
-subprocess with the `record_calls` plugin, the operator serving every namespace; and a scenario
-here with the operator started with the chart's own single-namespace arguments. Each request of
+(tests/e2e, all but the emulator's own tests: new scenarios count automatically), the operator
+serving every namespace, as recorded by the `record_calls` plugin in this session (or in a
+subprocess when this session did not run them all); and a scenario here with the operator started
+with the chart's own single-namespace arguments. Each request of
 kopf or the operator's client must be allowed by the rendered roles and bindings of the operator's
 ServiceAccount, and each granted (group, resource, verb) must be used by some request.
 """
@@ -16,18 +17,17 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import kubernetes
 import pytest
+import record_calls
 from apiserver_model import Call, parse_target
 from harness import EmulatorThread, OperatorProcess, wait_for
 from helmchart import FULLNAME, NAMESPACE, REPO, Grant, Helm, deployment_args, find, grants
 from nexrl_operator.api import GROUP, PLURAL, VERSION
 from nexrl_operator.progress import status_path
 
-HERE = Path(__file__).resolve().parent
 OPERATOR_AGENTS = ("kopf", "nexrl-operator")
 WATCHED, OUTSIDE = "team-a", "elsewhere"
 SINGLE_NAMESPACE = {"watchNamespaces": [WATCHED]}
@@ -59,14 +59,16 @@ def operator_grants(manifests: list[Manifest]) -> set[Grant]:
 
 
 @pytest.fixture(scope="module")
-def e2e_calls(tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
-    """The operator's requests in every e2e scenario (cluster-wide operator)."""
+def e2e_calls(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> list[Call]:
+    """The operator's requests in every e2e scenario (cluster-wide operator): those of this session
+    when it ran all of them, else from a run of tests/e2e in a subprocess."""
+    if record_calls.complete_e2e_run(request.session):
+        return operator_requests(record_calls.calls())
     record = tmp_path_factory.mktemp("calls") / "calls.jsonl"
-    env = {**os.environ, "NEXRL_RECORD_CALLS": str(record),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "pytest", "tests/e2e", "--ignore=tests/e2e/test_apiserver.py",
-               "-p", "record_calls", "-p", "no:cacheprovider", "-q"]
-    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "NEXRL_RECORD_CALLS": str(record)}
+    command = [sys.executable, "-m", "pytest", *sorted(map(str, record_calls.e2e_files())),
+               "-p", "no:cacheprovider", "-q"]
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     tail = done.stdout[-3000:]
     assert done.returncode == 0, f"the e2e scenarios failed (their requests prove nothing):\n{tail}"
     calls = [Call(**json.loads(line)) for line in record.read_text().splitlines()]

@@ -57,20 +57,32 @@ What the operator does to namespaced resources (kopf and its own client; docs/op
 - apiGroups: [ray.io]
   resources: [rayjobs]
   verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [""]
+  resources: [resourcequotas]
+  verbs: [list, watch]
 {{- end -}}
 
 {{/*
-Cluster-scoped: kopf discovers the resources it serves from the CRDs and, serving a list of
-namespaces, watches which of them exist (without it kopf warns and assumes they all do).
+Cluster-scoped: kopf discovers the resources it serves from the CRDs; GPU admission reads the
+NexRLQuotas (and writes their status) and re-plans when namespaces (their labels) change; serving a
+list of namespaces, kopf also watches which of them exist.
 */}}
 {{- define "nexrl-operator.clusterRules" -}}
 - apiGroups: [apiextensions.k8s.io]
   resources: [customresourcedefinitions]
   verbs: [list, watch]
-{{- if .Values.watchNamespaces }}
+{{- if or .Values.watchNamespaces .Values.operator.quotas }}
 - apiGroups: [""]
   resources: [namespaces]
   verbs: [list, watch]
+{{- end }}
+{{- if .Values.operator.quotas }}
+- apiGroups: [nexrl.io]
+  resources: [nexrlquotas]
+  verbs: [list, watch]
+- apiGroups: [nexrl.io]
+  resources: [nexrlquotas/status]
+  verbs: [patch]
 {{- end }}
 {{- end -}}
 
