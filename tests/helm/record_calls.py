@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sys
 from collections.abc import Generator
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,8 @@ def e2e_files() -> set[Path]:
 def pytest_fixture_setup(fixturedef: pytest.FixtureDef[Any],
                          request: pytest.FixtureRequest) -> Generator[None, Any, Any]:
     value = yield
-    if hasattr(value, "emu") and all(value is not known for known in _emulators):  # harness.EmulatorThread
+    harness = sys.modules.get("harness")  # tests/e2e/harness.py, imported by whoever starts an emulator
+    if harness and isinstance(value, harness.EmulatorThread) and all(value is not e for e in _emulators):
         _emulators.append(value)
     return value
 
