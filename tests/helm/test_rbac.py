@@ -1,12 +1,12 @@
 """The chart's RBAC is sufficient and minimal, judged by the requests the real operator makes.
 
 Requests come from the API emulator's log (`emu.calls`) in two runs: every operator end-to-end test
-(tests/e2e, all but the emulator's own tests: new scenarios count automatically), the operator
+(tests/e2e but the emulator's own tests; new scenarios count automatically) with the operator
 serving every namespace, as recorded by the `record_calls` plugin in this session (or in a
 subprocess when this session did not run them all); and a scenario here with the operator started
-with the chart's own single-namespace arguments. Each request of
-kopf or the operator's client must be allowed by the rendered roles and bindings of the operator's
-ServiceAccount, and each granted (group, resource, verb) must be used by some request.
+with the chart's own single-namespace arguments. Each request of kopf or the operator's client
+must be allowed by the rendered roles and bindings of the operator's ServiceAccount, and each
+granted (group, resource, verb) must be used by some request.
 """
 
 from __future__ import annotations
@@ -55,7 +55,6 @@ def denied(calls: Iterable[Call], granted: set[Grant]) -> set[tuple[str | None, 
 
 def operator_grants(manifests: list[Manifest]) -> set[Grant]:
     return grants(manifests, NAMESPACE, FULLNAME)
-
 
 
 @pytest.fixture(scope="module")
