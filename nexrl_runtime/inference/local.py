@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 import threading
 from collections.abc import Mapping
 
@@ -41,6 +42,10 @@ class LocalEngine(InferenceEngine):
         self.policy_version = 0
         self._lock = threading.Lock()
         self._gen = torch.Generator().manual_seed(seed)
+        # transformers renamed `past_key_values` to `cache` (5.2x); speak whichever this model takes
+        self._cache_arg = (
+            "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        )
 
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
         with self._lock, torch.no_grad():
@@ -73,7 +78,7 @@ class LocalEngine(InferenceEngine):
             mask[i, width - len(p) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
-        past, logits = out.cache, out.logits[:, -1]
+        past, logits = getattr(out, self._cache_arg), out.logits[:, -1]
         done = torch.zeros(len(prompts), dtype=torch.bool)
         new_tokens, new_logprobs = [], []
         for _ in range(params.max_new_tokens):
@@ -91,10 +96,10 @@ class LocalEngine(InferenceEngine):
                 input_ids=nxt[:, None],
                 attention_mask=mask,
                 position_ids=positions,
-                cache=past,
                 use_cache=True,
+                **{self._cache_arg: past},
             )
-            past, logits = out.cache, out.logits[:, -1]
+            past, logits = getattr(out, self._cache_arg), out.logits[:, -1]
         return self._unpack(torch.stack(new_tokens, 1), torch.stack(new_logprobs, 1), stops)
 
     def _unpack(

@@ -1,4 +1,4 @@
-"""Scores an addition answer: exact match is correct; partial credit per right digit shapes the reward."""
+"""Scores an addition answer against the true sum: the verifiable reward GRPO trains on."""
 
 from __future__ import annotations
 
@@ -7,23 +7,9 @@ from typing import Any
 from nexrl_runtime.rollout import EvalResult, Evaluator
 
 
-def digit_credit(response: str, answer: str) -> float:
-    """Fraction of positions where the digits agree, over the longer of the two strings."""
-    if not response and not answer:
-        return 1.0
-    hits = sum(r == a for r, a in zip(response, answer, strict=False))
-    return hits / max(len(response), len(answer))
-
-
 class ArithmeticEvaluator(Evaluator):
-    """reward = exact + partial_weight * digit credit; `correct` is the exact match."""
-
-    partial_weight = 0.5
+    """reward 1 for the exact answer (digits reversed, as in the data), else 0."""
 
     def evaluate(self, item: dict[str, Any], response: str) -> EvalResult:
-        answer = str(item["answer"])
-        response = response.strip()
-        exact = response == answer
-        return EvalResult(
-            reward=float(exact) + self.partial_weight * digit_credit(response, answer), correct=exact
-        )
+        exact = response.strip() == str(item["answer"])
+        return EvalResult(reward=float(exact), correct=exact)
