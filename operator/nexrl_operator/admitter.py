@@ -178,6 +178,8 @@ class Admitter:
         if self.indexes is None:
             return
         result, views = self.compute(), self.views()
+        for gone in set(self._written) - views.keys():
+            del self._written[gone]
         admitted = [(views[uid], d) for uid, d in result.decisions.items() if d.new and uid in views]
         for view, decision in admitted:  # before any await: a handler's plan must see these
             self._commit(view, decision)
@@ -227,7 +229,9 @@ class Admitter:
             await self.kube.patch(stub, {"status": dict(status)}, "status")
         except ApiError as exc:
             if exc.status != 404:  # 404: deleted meanwhile
-                logger.warning("status of %s %s: %s", stub["kind"], stub["metadata"]["name"], exc)
+                logger.warning("status of %s %s: %s; retrying in %ss", stub["kind"], stub["metadata"]["name"],
+                               exc, RETRY_DELAY)
                 metrics.RECONCILE_ERRORS.labels("admission").inc()
+                asyncio.get_running_loop().call_later(RETRY_DELAY, self.kick)
             return False
         return True

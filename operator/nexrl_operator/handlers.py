@@ -223,8 +223,7 @@ async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **
     restart = reconcile.pending_restart(meta, job.spec)
     decision, built = _admit(body, job, memo)
     if decision is not None and decision.state is not State.ADMITTED:
-        memo.admitter.kick()  # a waiting job's status is the admission loop's to write
-        return
+        return  # a waiting job's status is the admission loop's to write (on every change)
     observed = _observed(meta["uid"], kwargs)
     obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, children=observed,
                       names=status.get("children") or {}, restart_fields=restart,

@@ -95,10 +95,11 @@ def job_view(body: Mapping[str, Any]) -> JobView:
     applied = reconcile.applied_spec(meta)
     restart = tuple(reconcile.pending_restart(meta, spec))
     view = dataclasses.replace(base, spec=spec, applied=applied, restart_fields=restart)
-    if is_finished(status) or spec.suspend or spec.scheduling.queue_name:
+    started = gpu_shape(spec, applied)  # a Kueue queue set after the start needs a restart: not applied
+    if is_finished(status) or spec.suspend or started.scheduling.queue_name:
         return view
     admitted = status.get("admittedGpus")
-    gpus = total_gpus(gpu_shape(spec, applied))
+    gpus = total_gpus(started)
     admission = _condition(status, "Admitted")
     if admitted is None and not admission and status.get("phase") in HELD_PHASES:
         admitted = gpus  # started before quotas existed: it holds what it asks

@@ -77,6 +77,13 @@ def test_jobs_that_take_no_part_in_admission(case: dict[str, Any]) -> None:
     assert job_view(body(case.get("status"), **case.get("spec", {}))).demand is None
 
 
+def test_a_queue_name_set_after_the_start_does_not_hide_the_job_from_its_quota() -> None:
+    started = {APPLIED_SPEC: json_dump(NexRLJobSpec.model_validate(SPEC))}
+    view = job_view(body({"phase": "Running", "admittedGpus": 4}, started, scheduling={"queueName": "lq"}))
+    assert view.demand is not None and view.demand.admitted == 4
+    assert view.restart_fields == ("spec.scheduling.queueName",)
+
+
 def test_what_a_job_holds() -> None:
     admitted = job_view(body({"phase": "Running", "admittedGpus": 4})).demand
     assert admitted is not None and admitted.admitted == 4 and admitted.running
