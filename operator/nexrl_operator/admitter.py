@@ -4,8 +4,8 @@ Inputs are kopf indexes (digests from ``quota_views``) of every NexRLJob, NexRLQ
 and Namespace; every change kicks the loop, which runs ``admission.plan`` over all of them (bursts
 coalesce into one pass) and then:
 
-* admits waiting jobs that now fit by writing ``status.admittedGpus``; a kopf handler on that
-  field creates the children (``handlers.on_admitted``);
+* admits waiting jobs that now fit by writing ``status.admittedGpus``; a kopf event handler sees
+  the change and creates the children (``handlers.on_admitted``);
 * writes the status of waiting jobs (Queued / Failed QuotaExceeded and why; message-only
   changes at most once per status interval per job, so that a long queue does not flood the API);
 * writes each NexRLQuota's status and the metrics.
@@ -180,7 +180,10 @@ class Admitter:
         result, views = self.compute(), self.views()
         for gone in set(self._written) - views.keys():
             del self._written[gone]
-        admitted = [(views[uid], d) for uid, d in result.decisions.items() if d.new and uid in views]
+        # A job no handler has seen yet (no status) is left to its create handler, which decides it
+        # at once; the plan still counts it where it admitted it, so nothing behind it gets its GPUs.
+        handled = {uid for uid, view in views.items() if "observedGeneration" in view.status}
+        admitted = [(views[uid], d) for uid, d in result.decisions.items() if d.new and uid in handled]
         for view, decision in admitted:  # before any await: a handler's plan must see these
             self._commit(view, decision)
         for view, decision in admitted:
@@ -188,9 +191,8 @@ class Admitter:
                 self.committed.pop(view.uid, None)
         deferred = False
         for uid, decision in result.decisions.items():
-            view = views.get(uid)
-            if decision.state is not State.ADMITTED and view is not None and uid not in self.committed:
-                deferred |= not await self._write_waiting(view, decision)
+            if decision.state is not State.ADMITTED and uid in handled and uid not in self.committed:
+                deferred |= not await self._write_waiting(views[uid], decision)
         await self._write_quotas(result)
         queued = sum(1 for d in result.decisions.values() if d.state is State.QUEUED)
         limits = {name: view.quota.spec.gpus if view.quota else None for name, view in self.quotas().items()}

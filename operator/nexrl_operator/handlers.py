@@ -198,12 +198,17 @@ async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwarg
     await _reconcile(body, patch, memo, fresh=False, **kwargs)
 
 
-async def on_admitted(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, new: Any, **kwargs: Any) -> None:
-    """``status.admittedGpus`` changed: the admission loop let a waiting job (or a scale-up) in."""
-    if getattr(memo, "converged_for", None) == new:
-        return  # this handler's own write (the job was admitted when it was handled)
-    fresh = not (body.get("status") or {}).get("children")
-    await _reconcile(body, patch, memo, fresh=fresh, **kwargs)
+async def on_admitted(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, type: str | None, **kwargs: Any
+                      ) -> None:
+    """Every job event: when ``status.admittedGpus`` is not what the children were converged for, the
+    admission loop let a waiting job (or a scale-up) in: converge. (An event handler, not a change
+    handler on the field: no diff-base write per job. A failure is retried by the status timer.)"""
+    status = body.get("status") or {}
+    admitted = status.get("admittedGpus")
+    if type in (None, "DELETED") or admitted is None or body["metadata"].get("deletionTimestamp"):
+        return  # the initial listing is the resume handler's
+    if getattr(memo, "converged_for", None) != admitted:
+        await _reconcile(body, patch, memo, fresh=not status.get("children"), **kwargs)
 
 
 async def on_delete(body: kopf.Body, **_: Any) -> None:
@@ -236,8 +241,10 @@ async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **
         memo.restarted = rayjob.uid  # the index may show it a little longer: never restart it twice
         others = {role: child for role, child in observed.items() if role != "rayjob"}
         obs = dataclasses.replace(obs, restarted=True, children=others)
-    elif not job.spec.suspend and (obs.conflicts or set(expected_workloads(job.spec)) - set(observed)):
-        # self-healing: a workload went missing, or a child name was taken (retried until it is free)
+    elif not job.spec.suspend and (obs.conflicts or set(expected_workloads(job.spec)) - set(observed)
+                                   or (decision is not None and decision.new)):
+        # self-healing: a workload went missing, or a child name was taken (retried until it is free);
+        # or admission let the job (or its scale-up) in just now
         seen = await _converge(body, built, memo, kwargs, fresh=False, restart=restart)
         obs = dataclasses.replace(obs, children=seen.children, conflicts=seen.conflicts)
     desired = desired_status(obs)
@@ -277,8 +284,7 @@ def register(registry: kopf.OperatorRegistry, options: Options) -> None:
                    labels={JOB_LABEL: kopf.PRESENT})(index_workload)
     kopf.on.create(*job, id="create", registry=registry)(counted("create")(on_create))
     kopf.on.update(*job, id="update", field="spec", registry=registry)(counted("update")(on_change))
-    kopf.on.update(*job, id="admitted", field="status.admittedGpus",
-                   registry=registry)(counted("admitted")(on_admitted))
+    kopf.on.event(*job, id="admitted", registry=registry)(counted("admitted")(on_admitted))
     kopf.on.resume(*job, id="resume", registry=registry)(counted("resume")(on_change))
     kopf.on.delete(*job, id="delete", registry=registry)(on_delete)
     kopf.timer(*job, id="status", interval=options.status_interval,

@@ -31,9 +31,10 @@ class RecordingKube:
 
 
 def job(name: str, t: int, status: dict[str, Any] | None = None) -> JobView:
+    """A job its handlers have seen (it has an observedGeneration)."""
     return job_view({"metadata": {"name": name, "namespace": "team-a", "uid": name, "generation": 1,
                                   "creationTimestamp": f"2026-01-01T00:0{t}:00Z"},
-                     "spec": SPEC, "status": status or {}})
+                     "spec": SPEC, "status": {"observedGeneration": 1, **(status or {})}})
 
 
 def indexes(*jobs: JobView, gpus: int = 4) -> dict[str, dict[str, list[Any]]]:
@@ -84,6 +85,17 @@ def test_a_job_that_holds_all_it_asks_is_decided_without_a_plan() -> None:
     decision = loop.decide(job("a", 1, {"admittedGpus": 4}))  # over the (lowered) limit: kept
     assert decision is not None and decision.state is State.ADMITTED and not decision.new
     assert decision.message == "admitted by quota q: 4 nvidia.com/gpu"
+
+
+def test_a_job_no_handler_has_seen_is_left_to_its_create_handler() -> None:
+    kube = RecordingKube()
+    new = job_view({"metadata": {"name": "new", "namespace": "team-a", "uid": "new", "generation": 1,
+                                 "creationTimestamp": "2026-01-01T00:01:00Z"}, "spec": SPEC})
+    loop = admitter(kube, new, job("b", 2))
+    asyncio.run(loop.pass_once())
+    written = {name: status for kind, name, status in kube.patches if kind == "NexRLJob"}
+    assert list(written) == ["b"] and written["b"]["phase"] == "Queued"  # b waits behind the new job
+    assert loop.committed == {}
 
 
 def test_a_job_deleted_before_its_admission_is_written_frees_its_gpus() -> None:
