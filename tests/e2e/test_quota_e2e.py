@@ -145,6 +145,20 @@ def test_two_teams_queue_and_start_in_order_as_the_quota_is_edited(cluster: Quot
     cluster.wait_quota(quota, gpusInUse=4, runningJobs=1, queuedJobs=0)
 
 
+def test_a_quota_selects_namespaces_by_label_as_they_are_relabelled(cluster: QuotaCluster, ids: str) -> None:
+    ns, quota, label = f"labelled-{ids}", f"labels-{ids}", {"nexrl.io/quota": f"labels-{ids}"}
+    cluster.core.create_namespace({"metadata": {"name": ns}})
+    cluster.create_quota(quota, namespaceSelector={"matchLabels": label}, gpus=4)
+    cluster.create_job(ns, "l1")  # no quota covers the namespace yet
+    job = cluster.wait_phase(ns, "l1", "Provisioning")
+    assert condition(job, "Admitted")["message"] == f"admitted: no NexRLQuota covers namespace {ns}"
+    cluster.core.patch_namespace(ns, {"metadata": {"labels": label}})
+    cluster.wait_quota(quota, namespaces=[ns], gpusInUse=4, runningJobs=1)  # l1 keeps its GPUs
+    cluster.create_job(ns, "l2")
+    job = cluster.wait_phase(ns, "l2", "Queued")
+    assert job["status"]["message"] == f"needs 4 nvidia.com/gpu, quota {quota} has 0 of 4 free; no jobs ahead"
+
+
 def test_priority_orders_a_namespace_queue(cluster: QuotaCluster, ids: str) -> None:
     ns, quota = f"prio-{ids}", f"prio-{ids}"
     cluster.create_quota(quota, namespaces=[ns], gpus=4)
