@@ -1,3 +1,3 @@
-"""NexRL operator: turns a NexRLJob into KubeRay, vLLM and trainer children."""
+"""NexRL operator: admits NexRLJobs against GPU quotas, turns them into KubeRay, vLLM and trainer pods."""
 
 __version__ = "0.1.0"

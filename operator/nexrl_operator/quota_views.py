@@ -88,10 +88,17 @@ def job_view(body: Mapping[str, Any]) -> JobView:
     meta, status = body.get("metadata") or {}, dict(body.get("status") or {})
     base = JobView(uid=meta.get("uid", ""), namespace=meta.get("namespace", ""), name=meta.get("name", ""),
                    generation=meta.get("generation") or 1, status=status)
+    created = meta.get("creationTimestamp", "")
     try:
         spec = parse_job(body).spec
     except JobValidationError:
-        return base
+        held = status.get("admittedGpus")
+        if held is None:
+            return base
+        # An invalid edit leaves the running children alone: the job still holds its GPUs.
+        demand = Demand(uid=base.uid, namespace=base.namespace, name=base.name, created=created, gpus=held,
+                        admitted=held, running=status.get("phase") == Phase.RUNNING)
+        return dataclasses.replace(base, demand=demand)
     applied = reconcile.applied_spec(meta)
     restart = tuple(reconcile.pending_restart(meta, spec))
     view = dataclasses.replace(base, spec=spec, applied=applied, restart_fields=restart)
@@ -103,7 +110,6 @@ def job_view(body: Mapping[str, Any]) -> JobView:
     admission = _condition(status, "Admitted")
     if admitted is None and not admission and status.get("phase") in HELD_PHASES:
         admitted = gpus  # started before quotas existed: it holds what it asks
-    created = meta.get("creationTimestamp", "")
     waiting = admission.get("lastTransitionTime") if admission.get("status") == "False" else None
     scheduling = spec.scheduling
     demand = Demand(uid=base.uid, namespace=base.namespace, name=base.name, created=created, gpus=gpus,

@@ -236,6 +236,9 @@ def _spec_applied(obs: Observation) -> dict[str, Any]:
 
 def _admitted(obs: Observation, v: Verdict) -> dict[str, Any] | None:
     """Admitted: whether the job holds GPUs of its quota, or why not; None if it never took part."""
+    if obs.invalid is not None:  # an invalid edit changes nothing that runs: the admission stands
+        old = _old_condition(obs.status, "Admitted")
+        return {key: old[key] for key in ("type", "status", "reason", "message")} if old else None
     decision = obs.admission
     if decision is not None and decision.state is State.QUEUED:
         return _condition("Admitted", False, "WaitingForQuota", decision.message)
@@ -251,6 +254,8 @@ def _admitted(obs: Observation, v: Verdict) -> dict[str, Any] | None:
 
 def admitted_gpus(obs: Observation, v: Verdict) -> int | None:
     """What ``status.admittedGpus`` says: the GPUs the job may hold now (None: none)."""
+    if obs.invalid is not None:
+        return obs.status.get("admittedGpus")
     decision = obs.admission
     if decision is None or decision.state is not State.ADMITTED or v.phase in RELEASED:
         return None

@@ -97,6 +97,17 @@ def test_what_a_job_holds() -> None:
     assert view.demand is not None and view.demand.admitted is None and view.waiting_since == T1
 
 
+def test_an_invalid_edit_of_an_admitted_job_keeps_its_gpus_counted() -> None:
+    admitted = {"type": "Admitted", "status": "True", "reason": "Admitted", "message": "admitted",
+                "lastTransitionTime": T0}
+    status = {"phase": "Running", "admittedGpus": 4, "conditions": [admitted]}
+    view = job_view(body(status, model=None))  # inference without a model: invalid
+    assert view.spec is None and view.demand is not None and view.demand.admitted == view.demand.gpus == 4
+    failed = desired_status(Observation(2, status, T1, invalid="spec.model=None: required"))
+    assert failed["phase"] == "Failed" and failed["admittedGpus"] == 4
+    assert conditions(failed)["Admitted"]["status"] == "True"
+
+
 def test_gpu_shape_keeps_the_applied_shape_but_the_live_replicas() -> None:
     applied = NexRLJobSpec.model_validate(SPEC)
     spec = NexRLJobSpec.model_validate({**SPEC, "inference": {"replicas": 3}, "trainer": {"nodes": 4}})
