@@ -164,6 +164,60 @@ class ClusterConfig(Strict):
     rollout_workers: int = Field(0, ge=0)
 
 
+RayRoleName = Literal["trainer", "rollout", "engine", "validator"]
+
+
+class RayRole(Strict):
+    """What one actor of a role asks Ray for; a colocation group's actor asks the sum of its roles."""
+
+    num_cpus: float | None = Field(None, ge=0.0, description="default: trainer 1, rollout 0.5, others 0")
+    num_gpus: float = Field(0.0, ge=0.0)
+    resources: dict[str, float] = Field(default_factory=dict, description="custom Ray resources")
+
+    @model_validator(mode="after")
+    def _check(self) -> RayRole:
+        builtin = {"CPU", "GPU", "memory", "object_store_memory"} & set(self.resources)
+        if builtin:
+            raise ValueError(f"resources may not name {sorted(builtin)}: use num_cpus / num_gpus")
+        return self
+
+
+class RayConfig(Strict):
+    """`launch_mode: ray`: where Ray is, what each role's actors ask for, how actors are grouped
+    and supervised. In-cluster, the trainer's GPUs come from `cluster.trainer` (the pod limits)."""
+
+    address: str | None = Field(None, description="else $RAY_ADDRESS, else cluster.ray_address, else local")
+    num_cpus: int | None = Field(None, ge=1, description="local start only")
+    num_gpus: int | None = Field(None, ge=0, description="local start only")
+    resources: dict[str, float] = Field(default_factory=dict, description="local start only")
+    trainer: RayRole = RayRole()
+    rollout: RayRole = RayRole()
+    engine: RayRole = RayRole()
+    validator: RayRole = RayRole()
+    engine_replicas: int | None = Field(
+        None, ge=1, description="default: one per rollout worker when colocated with rollout, else 1"
+    )
+    colocate: dict[str, list[RayRoleName]] = Field(
+        default_factory=lambda: {"rollout": ["rollout", "engine"]},
+        description="colocation groups: the roles listed share one actor (per instance)",
+    )
+    placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"
+    max_restarts: int = Field(3, ge=0, description="restarts of dead rollout/engine/validator actors")
+    trainer_failure: Literal["fail", "restart-from-checkpoint"] = "fail"
+    checkpoint_every: int = Field(1, ge=1, description="trainer checkpoints (restart-from-checkpoint)")
+    ready_timeout_s: float = Field(300.0, gt=0.0, description="wait for actors / placement groups")
+
+    @model_validator(mode="after")
+    def _check(self) -> RayConfig:
+        seen: dict[str, str] = {}
+        for group, roles in self.colocate.items():
+            for role in roles:
+                if role in seen:
+                    raise ValueError(f"role {role!r} is in colocation groups {seen[role]!r} and {group!r}")
+                seen[role] = group
+        return self
+
+
 class NexRLConfig(Strict):
     """A whole recipe."""
 
@@ -185,6 +239,7 @@ class NexRLConfig(Strict):
     validation: ValidationConfig = ValidationConfig()
     logging: LoggingConfig = LoggingConfig()
     cluster: ClusterConfig = ClusterConfig()
+    ray: RayConfig = RayConfig()
 
     @property
     def train_batch_size(self) -> int:
