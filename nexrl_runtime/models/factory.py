@@ -64,16 +64,23 @@ def tiny_model(cfg: ModelConfig, vocab_size: int, tok: PreTrainedTokenizerFast) 
     return LlamaForCausalLM(conf)
 
 
+def build_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerFast:
+    """The policy's tokenizer alone (rollout workers that talk to a remote engine need no model)."""
+    if cfg.kind == "tiny":
+        return char_tokenizer(cfg.vocab)
+    tok = AutoTokenizer.from_pretrained(cfg.path, local_files_only=True)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
 def build_policy(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Return (model, tokenizer) for the config; the model is in train mode, float32 unless asked."""
+    tok = build_tokenizer(cfg)
     if cfg.kind == "tiny":
-        tok = char_tokenizer(cfg.vocab)
         model = tiny_model(cfg, len(tok), tok)
     else:
-        tok = AutoTokenizer.from_pretrained(cfg.path, local_files_only=True)
         model = AutoModelForCausalLM.from_pretrained(cfg.path, local_files_only=True)
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
     if cfg.dtype == "bfloat16":
         model = model.to(torch.bfloat16)
     return model, tok
