@@ -127,6 +127,40 @@ class WeightSyncConfig(Strict):
         return self
 
 
+class VLLMServerConfig(Strict):
+    """`vllm serve` arguments for `inference.engine: vllm` (servers started by the runtime)."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535, description="first replica's port; 0: free ports")
+    tensor_parallel_size: int = Field(1, ge=1)
+    max_model_len: int | None = Field(2048, ge=16)
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0)
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    seed: int = 0
+    extra_args: list[str] = Field(default_factory=list, description="more `vllm serve` flags")
+    env: dict[str, str] = Field(default_factory=dict, description="e.g. VLLM_CPU_KVCACHE_SPACE: '1'")
+    startup_timeout_s: float = Field(600.0, gt=0.0)
+
+
+class InferenceConfig(Strict):
+    """Which engine rollouts use: `local` (in-process torch), `openai` (running OpenAI-compatible
+    servers at `base_urls`, else `cluster.inference.base_urls`), or `vllm` (servers started here)."""
+
+    engine: Literal["local", "openai", "vllm"] = "local"
+    base_urls: list[str] = Field(default_factory=list)
+    replicas: int = Field(1, ge=1, description="vllm: servers to start (one client balances them)")
+    served_model_name: str | None = Field(None, description="default: the first of GET /v1/models")
+    balance: Literal["least-outstanding", "round-robin"] = "least-outstanding"
+    timeout_s: float = Field(300.0, gt=0.0, description="per HTTP request")
+    max_retries: int = Field(3, ge=0, description="on connection errors and 5xx")
+    weight_sync: Literal["disk", "nccl", "none"] = Field(
+        "disk", description="disk: safetensors + reload_weights; nccl: vLLM's weight-transfer engine"
+    )
+    weights_dir: str | None = Field(None, description="disk route folder; default <output_dir>/weights")
+    nccl_master: str | None = Field(None, description="nccl route: 'host:port' the trainer listens on")
+    server: VLLMServerConfig = VLLMServerConfig()
+
+
 class ValidationConfig(Strict):
     path: str | None = None
     every: int = Field(10, ge=1, description="validate every N steps (and at the end)")
@@ -238,6 +272,7 @@ class NexRLConfig(Strict):
     weight_sync: WeightSyncConfig = WeightSyncConfig()
     validation: ValidationConfig = ValidationConfig()
     logging: LoggingConfig = LoggingConfig()
+    inference: InferenceConfig = InferenceConfig()
     cluster: ClusterConfig = ClusterConfig()
     ray: RayConfig = RayConfig()
 
