@@ -18,7 +18,7 @@ import kopf
 from . import quota_handlers, reconcile
 from .admission import Decision, State
 from .api import GROUP, PLURAL, VERSION, NexRLJob
-from .builders import build_children
+from .builders import NO_DEFAULTS, build_children
 from .builders.common import JOB_LABEL
 from .kube import ApiError, Kube, Outcome, ensure
 from .main import DEFAULT_STATUS_INTERVAL
@@ -129,7 +129,9 @@ async def _converge(body: kopf.Body, job: NexRLJob, memo: kopf.Memo, indexes: Ma
     observed = _observed(meta["uid"], indexes)
     known = getattr(memo, "conflicts", [])
     outcomes = []
-    for child in build_children(job, name=meta["name"], namespace=meta["namespace"], uid=meta["uid"]):
+    defaults = getattr(memo, "defaults", None) or NO_DEFAULTS
+    for child in build_children(job, name=meta["name"], namespace=meta["namespace"], uid=meta["uid"],
+                                defaults=defaults):
         try:
             outcome = await ensure(memo.kube, child, owner_uid=meta["uid"], job_name=meta["name"],
                                    config_frozen=bool(restart), fresh=fresh)

@@ -56,7 +56,8 @@ def operator(server: EmulatorThread, tmp_path_factory: pytest.TempPathFactory) -
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     process = OperatorProcess(server, workdir, "--status-interval", STATUS_INTERVAL,
-                              "--liveness", f"http://127.0.0.1:{port}/healthz")
+                              "--liveness", f"http://127.0.0.1:{port}/healthz",
+                              "--runtime-service-account", "nexrl-runtime")
     process.liveness = f"http://127.0.0.1:{port}/healthz"
     with process:
         yield process
@@ -90,6 +91,11 @@ def test_create_makes_owned_children_and_reports_provisioning(cluster: Cluster, 
     assert status["gpus"] == 2 * 1 + 1 * 2 and status["observedGeneration"] == 1
     assert condition(job, "Valid")["status"] == "True" and condition(job, "Ready")["status"] == "False"
     assert "nexrl.io/finalizer" in job["metadata"]["finalizers"]
+    # the runtime's pods run as the account that may patch nexrljobs/status (--runtime-service-account)
+    (rayjob,) = children["RayJob"]
+    (trainer,) = children["StatefulSet"]
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert head["serviceAccountName"] == trainer["spec"]["template"]["spec"]["serviceAccountName"] == "nexrl-runtime"
     wait_for(lambda: cluster.events(ns, "demo").count("Created") == 7, what="a Created event per child")
 
 
