@@ -95,7 +95,8 @@ def test_create_makes_owned_children_and_reports_provisioning(cluster: Cluster, 
     (rayjob,) = children["RayJob"]
     (trainer,) = children["StatefulSet"]
     head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    assert head["serviceAccountName"] == trainer["spec"]["template"]["spec"]["serviceAccountName"] == "nexrl-runtime"
+    assert head["serviceAccountName"] == "nexrl-runtime"
+    assert trainer["spec"]["template"]["spec"]["serviceAccountName"] == "nexrl-runtime"
     wait_for(lambda: cluster.events(ns, "demo").count("Created") == 7, what="a Created event per child")
 
 
