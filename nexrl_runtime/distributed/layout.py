@@ -1,0 +1,152 @@
+"""Pure planning of the Ray layout: roles -> colocation groups -> actor options and GPU bundles.
+
+No Ray import here: the plan is data, tested without a cluster. A group's actor asks for the sum
+of its roles' requests; groups that ask for GPUs get placement-group bundles, one per actor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from nexrl_runtime.config.schema import NexRLConfig, RayRole
+
+ROLE_ORDER = ("trainer", "engine", "rollout", "validator")
+DEFAULT_CPUS = {"trainer": 1.0, "rollout": 0.5, "engine": 0.0, "validator": 0.0}
+
+
+@dataclass(frozen=True)
+class GroupPlan:
+    """One colocation group: `count` actors, each hosting every role in `roles`."""
+
+    name: str
+    roles: tuple[str, ...]
+    count: int
+    num_cpus: float
+    num_gpus: float
+    resources: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def needs_bundle(self) -> bool:
+        return self.num_gpus > 0
+
+    @property
+    def spread(self) -> bool:
+        """Rollout actors are spread over nodes (the rollout worker pods)."""
+        return "rollout" in self.roles and not self.needs_bundle
+
+    def bundle(self) -> dict[str, float]:
+        """The placement-group bundle of one actor of this group."""
+        out = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.resources}
+        return {k: v for k, v in out.items() if v > 0}
+
+
+def role_request(config: NexRLConfig, role: str) -> RayRole:
+    """The role's request from `ray.<role>`; in-cluster the trainer's GPUs are the pod limits'."""
+    request: RayRole = getattr(config.ray, role)
+    update: dict[str, float] = {}
+    if request.num_cpus is None:
+        update["num_cpus"] = DEFAULT_CPUS[role]
+    gpus = config.cluster.trainer.gpus_per_node
+    if role == "trainer" and gpus > 0:
+        update["num_gpus"] = float(gpus)
+    return request.model_copy(update=update)
+
+
+def group_of(config: NexRLConfig) -> dict[str, str]:
+    """role -> colocation group name (a role not listed is alone in a group named after it)."""
+    out = {role: role for role in ROLE_ORDER}
+    for group, roles in config.ray.colocate.items():
+        for role in roles:
+            out[role] = group
+    return out
+
+
+def role_counts(config: NexRLConfig, with_validator: bool) -> dict[str, int]:
+    """Actors per role: one trainer (none in training-service mode), one rollout worker per
+    `rollout.num_workers`, engines as `ray.engine_replicas` says."""
+    groups = group_of(config)
+    workers = config.rollout.num_workers
+    engines = config.ray.engine_replicas or (workers if groups["engine"] == groups["rollout"] else 1)
+    counts = {"trainer": 1, "engine": engines, "rollout": workers, "validator": 1}
+    if not with_validator:
+        del counts["validator"]
+    if config.mode == "training-service":  # the trainer is the service, not an actor
+        del counts["trainer"]
+    return counts
+
+
+def plan_groups(config: NexRLConfig, with_validator: bool = True) -> list[GroupPlan]:
+    """Colocation groups in a fixed order; roles of one group must have the same actor count."""
+    counts = role_counts(config, with_validator)
+    members: dict[str, list[str]] = {}
+    for role, group in group_of(config).items():
+        if role in counts:
+            members.setdefault(group, []).append(role)
+    plans = []
+    for name, roles in members.items():
+        sizes = {role: counts[role] for role in roles}
+        if len(set(sizes.values())) != 1:
+            raise ValueError(
+                f"ray.colocate.{name}: roles {roles} must have the same number of actors, got {sizes} "
+                "(rollout: rollout.num_workers; engine: ray.engine_replicas)"
+            )
+        requests = [role_request(config, role) for role in roles]
+        resources: dict[str, float] = {}
+        for r in requests:
+            for key, value in r.resources.items():
+                resources[key] = resources.get(key, 0.0) + value
+        plans.append(
+            GroupPlan(
+                name=name,
+                roles=tuple(roles),
+                count=sizes[roles[0]],
+                num_cpus=sum(r.num_cpus or 0.0 for r in requests),
+                num_gpus=sum(r.num_gpus for r in requests),
+                resources=resources,
+            )
+        )
+    return plans
+
+
+def trainer_bundles(config: NexRLConfig) -> int:
+    """Bundles reserved for the trainer group: one per trainer node the operator gave (gang)."""
+    return max(1, config.cluster.trainer.nodes)
+
+
+def bundles(config: NexRLConfig, plans: list[GroupPlan]) -> list[tuple[str, int, dict[str, float]]]:
+    """(group, actor index, bundle) for every GPU actor, plus the trainer's extra node bundles."""
+    out: list[tuple[str, int, dict[str, float]]] = []
+    for plan in plans:
+        if not plan.needs_bundle:
+            continue
+        count = plan.count
+        if "trainer" in plan.roles:
+            count = max(count, trainer_bundles(config))
+        out += [(plan.name, i, plan.bundle()) for i in range(count)]
+    return out
+
+
+def actor_options(plan: GroupPlan) -> dict[str, Any]:
+    """Ray actor options of one group actor (restarts are ours, not Ray's: see supervisor)."""
+    options: dict[str, Any] = {
+        "num_cpus": plan.num_cpus,
+        "num_gpus": plan.num_gpus,
+        "max_restarts": 0,
+        "max_concurrency": 8,
+    }
+    if plan.resources:
+        options["resources"] = dict(plan.resources)
+    return options
+
+
+def total_request(config: NexRLConfig, plans: list[GroupPlan]) -> dict[str, float]:
+    """What the job holds from Ray: the placement-group bundles plus the unbundled actors' requests,
+    i.e. the figure `ray.available_resources()` drops by once everything is up."""
+    parts = [b for _, _, b in bundles(config, plans)]
+    parts += [p.bundle() for p in plans if not p.needs_bundle for _ in range(p.count)]
+    total: dict[str, float] = {}
+    for part in parts:
+        for key, value in part.items():
+            total[key] = total.get(key, 0.0) + value
+    return total

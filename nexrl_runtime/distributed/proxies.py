@@ -1,0 +1,116 @@
+"""Driver-side stand-ins with the local interfaces, so the controller loop runs unchanged on Ray:
+RemoteWorker (a RolloutWorker), EngineGroup (the InferenceEngine WeightSync pushes to) and
+RemoteTrainer (a TrainerLike whose state_dict is a StateRef into the object store)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator, Mapping
+
+import ray
+import torch
+
+from nexrl_runtime.config.schema import NexRLConfig
+from nexrl_runtime.data.loader import Item
+from nexrl_runtime.distributed.runtime import Host, RayRuntime
+from nexrl_runtime.distributed.weights import pack, unpack
+from nexrl_runtime.inference.base import Completion, InferenceEngine, SamplingParams
+from nexrl_runtime.rollout.worker import RolloutWorker
+from nexrl_runtime.types import Batch, Trajectory
+
+
+class StateRef(Mapping[str, torch.Tensor]):
+    """A state dict left in the object store; reading it fetches it (pushes only pass `ref` on)."""
+
+    def __init__(self, ref: ray.ObjectRef) -> None:
+        self.ref = ref
+        self._cache: dict[str, torch.Tensor] | None = None
+
+    def _tensors(self) -> dict[str, torch.Tensor]:
+        if self._cache is None:
+            self._cache = unpack(ray.get(self.ref))
+        return self._cache
+
+    def __getitem__(self, key: str) -> torch.Tensor:
+        return self._tensors()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors())
+
+    def __len__(self) -> int:
+        return len(self._tensors())
+
+
+class RemoteWorker(RolloutWorker):
+    """A rollout (or validator) actor's worker; the same calls as a local RolloutWorker."""
+
+    def __init__(self, runtime: RayRuntime, host: Host, role: str = "rollout") -> None:
+        self.runtime, self.host, self.role = runtime, host, role
+        self._timings: dict[str, float] = {}
+
+    def rollout(self, items: list[Item], greedy: bool = False) -> list[Trajectory]:
+        if not items:
+            return []
+        trajs, timings = self.runtime.get(self.host, self.role, "rollout", items, greedy)
+        for key, value in timings.items():
+            self._add_time(key, value)
+        return trajs
+
+
+class EngineGroup(InferenceEngine):
+    """All engine actors as one engine: a push puts the weights in the object store once (or
+    passes the trainer's StateRef on) and every engine reads them from there."""
+
+    def __init__(self, runtime: RayRuntime) -> None:
+        self.runtime = runtime
+        self.policy_version = 0
+        self.push_seconds: list[float] = []
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+        start = time.perf_counter()
+        ref = state_dict.ref if isinstance(state_dict, StateRef) else ray.put(pack(state_dict))
+        self.runtime.push(ref, version)
+        self.policy_version = version
+        self.push_seconds.append(time.perf_counter() - start)
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
+        host = self.runtime.role_hosts("engine")[0]
+        return self.runtime.get(host, "engine", "generate", prompts, params)
+
+    def stats(self) -> dict[str, float]:
+        n = len(self.push_seconds)
+        return {
+            "ray_pushes": float(n),
+            "ray_push_seconds_mean": sum(self.push_seconds) / n if n else 0.0,
+            "ray_push_mbytes": self.runtime.state_bytes / 1e6,
+        }
+
+
+class RemoteTrainer:
+    """The trainer actor (a TrainerLike); on its death the runtime applies ray.trainer_failure, and
+    with restart-from-checkpoint the step is retried on the restored trainer."""
+
+    def __init__(self, runtime: RayRuntime, config: NexRLConfig, state_dict: Mapping[str, torch.Tensor]):
+        self.runtime = runtime
+        self.host = runtime.role_hosts("trainer")[0]
+        self.checkpoint_every = config.ray.checkpoint_every
+        self.keep_checkpoints = config.ray.trainer_failure == "restart-from-checkpoint"
+        runtime.trainer_start = ray.put(pack(state_dict))
+        self.global_step = runtime.get(self.host, "trainer", "start", runtime.trainer_start)
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        metrics = self.runtime.get(self.host, "trainer", "train_step", batch)
+        self.global_step += 1
+        if self.keep_checkpoints and self.global_step % self.checkpoint_every == 0:
+            self.save(self.runtime.checkpoint)
+        return metrics
+
+    def state_dict(self) -> StateRef:
+        """The weights as an object-store reference: the driver never copies them."""
+        return StateRef(self.host.call("trainer", "packed_state"))
+
+    def save(self, path: object) -> None:
+        self.runtime.get(self.host, "trainer", "save", str(path))
+
+    def load(self, path: object) -> None:
+        self.global_step = self.runtime.get(self.host, "trainer", "load", str(path))

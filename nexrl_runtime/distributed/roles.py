@@ -1,0 +1,152 @@
+"""What runs inside the actors: one ModuleHost per colocation-group actor, hosting its roles'
+modules and routing `call(role, method, ...)` to them; a rollout worker uses a colocated engine
+in-process, else a RemoteEngine (a named engine actor)."""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Mapping
+from typing import Any
+
+import ray
+import torch
+
+from nexrl_runtime.config.schema import NexRLConfig
+from nexrl_runtime.data.loader import Item
+from nexrl_runtime.distributed.layout import GroupPlan
+from nexrl_runtime.distributed.weights import PackedState, pack, unpack
+from nexrl_runtime.inference.base import Completion, InferenceEngine, SamplingParams
+from nexrl_runtime.inference.local import LocalEngine
+from nexrl_runtime.models import build_policy, build_tokenizer
+from nexrl_runtime.registry import resolve_class
+from nexrl_runtime.rollout.evaluator import Evaluator
+from nexrl_runtime.rollout.worker import WORKERS, RolloutWorker
+from nexrl_runtime.trainer import TRAINERS, Trainer
+from nexrl_runtime.types import Batch, Trajectory
+
+
+class RemoteEngine(InferenceEngine):
+    """An engine living in another actor, found by name (so a restarted actor is found again)."""
+
+    def __init__(self, actor_name: str, namespace: str) -> None:
+        self.actor_name = actor_name
+        self.namespace = namespace
+        self._handle: Any = None
+
+    def _actor(self) -> Any:
+        if self._handle is None:
+            self._handle = ray.get_actor(self.actor_name, namespace=self.namespace)
+        return self._handle
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
+        try:
+            return ray.get(self._actor().call.remote("engine", "generate", prompts, params))
+        except ray.exceptions.RayActorError:
+            self._handle = None  # the driver restarts it; the retried call looks the name up again
+            raise
+
+    def load_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+        raise NotImplementedError("weights reach engines from the driver's EngineGroup")
+
+
+class EngineRole:
+    """An in-process engine whose weights arrive packed from the object store."""
+
+    def __init__(self, config: NexRLConfig, rank: int, weights: PackedState, version: int) -> None:
+        model, tok = build_policy(config.model)
+        model.load_state_dict(unpack(weights))
+        self.engine = LocalEngine(model, tok.pad_token_id, tok.eos_token_id, config.seed + rank)
+        self.engine.policy_version = version
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
+        return self.engine.generate(prompts, params)
+
+    def load_weights(self, weights: PackedState, version: int) -> int:
+        self.engine.load_weights(unpack(weights), version)
+        return version
+
+
+class WorkerRole:
+    """A rollout worker (also the validator's role); returns timings with the trajectories."""
+
+    def __init__(self, config: NexRLConfig, engine: InferenceEngine) -> None:
+        base = config.recipe_dir
+        evaluator = resolve_class(config.rollout.evaluator, {}, Evaluator, base)()
+        worker_cls = resolve_class(config.rollout.worker, WORKERS, RolloutWorker, base)
+        tokenizer = build_tokenizer(config.model)
+        self.worker = worker_cls(engine, tokenizer, evaluator, config.rollout, config.run_name)
+
+    def rollout(self, items: list[Item], greedy: bool = False) -> tuple[list[Trajectory], dict[str, float]]:
+        trajs = self.worker.rollout(items, greedy)
+        return trajs, self.worker.pop_timings()
+
+
+class TrainerRole:
+    """The trainer, built by `start` from the driver's weights (after any warm start)."""
+
+    def __init__(self, config: NexRLConfig) -> None:
+        self.config = config
+        self.trainer: Trainer | None = None
+
+    def start(self, weights: PackedState) -> int:
+        model, tok = build_policy(self.config.model)
+        model.load_state_dict(unpack(weights))
+        cls = resolve_class(self.config.trainer.type, TRAINERS, Trainer, self.config.recipe_dir)
+        self.trainer = cls(model, self.config.trainer, tok.pad_token_id)
+        return self.trainer.global_step
+
+    def _live(self) -> Trainer:
+        if self.trainer is None:
+            raise RuntimeError("trainer actor used before start()")
+        return self.trainer
+
+    def train_step(self, batch: Batch) -> dict[str, float]:
+        return self._live().train_step(batch)
+
+    def packed_state(self) -> PackedState:
+        """Returned by value: Ray copies it into the object store once, engines read it from there."""
+        return pack(self._live().state_dict())
+
+    def save(self, path: str) -> None:
+        self._live().save(path)
+
+    def load(self, path: str) -> int:
+        self._live().load(path)
+        return self._live().global_step
+
+
+class ModuleHost:
+    """The actor class of every colocation group: builds its roles' modules, routes calls by role."""
+
+    def __init__(
+        self,
+        config: NexRLConfig,
+        plan: GroupPlan,
+        index: int,
+        engine_names: list[str],
+        namespace: str,
+        weights: PackedState,
+        version: int,
+    ) -> None:
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        random.seed(config.seed + index)
+        torch.manual_seed(config.seed + index)
+        self.modules: dict[str, Any] = {}
+        engine: InferenceEngine | None = None
+        if "engine" in plan.roles:
+            self.modules["engine"] = EngineRole(config, index, weights, version)
+            engine = self.modules["engine"].engine
+        if "trainer" in plan.roles:
+            self.modules["trainer"] = TrainerRole(config)
+        for role in ("rollout", "validator"):
+            if role in plan.roles:
+                target = engine or RemoteEngine(engine_names[index % len(engine_names)], namespace)
+                self.modules[role] = WorkerRole(config, target)
+
+    def call(self, role: str, method: str, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self.modules[role], method)(*args, **kwargs)
+
+    def ready(self) -> int:
+        return os.getpid()
