@@ -15,6 +15,7 @@ from tqdm import tqdm
 from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.data.loader import DataLoader
 from nexrl_runtime.data.readers import load_items
+from nexrl_runtime.inference.base import InferenceEngine
 from nexrl_runtime.inference.local import LocalEngine
 from nexrl_runtime.models import build_policy
 from nexrl_runtime.pool import TrajectoryPool
@@ -45,11 +46,16 @@ class RunSummary:
 
 
 class Controller:
-    """Builds every module from the config (so config errors surface before any work), then runs."""
+    """Builds every module from the config (so config errors surface before any work), then runs.
+
+    The `_build_*` hooks make the modules; RayController (launch_mode=ray) overrides them with
+    actor-backed stand-ins and reuses everything else."""
+
+    launch_modes: tuple[str, ...] = ("local",)
 
     def __init__(self, config: NexRLConfig, echo: TextIO | None = sys.stdout):
-        if config.launch_mode != "local":
-            raise NotImplementedError("launch_mode=ray is not available yet; use launch_mode=local")
+        if config.launch_mode not in self.launch_modes:
+            raise NotImplementedError(f"{type(self).__name__} runs {self.launch_modes}; use run_recipe")
         if config.mode == "training-service":
             service_url(config)  # a missing URL is a config error, before any work
         self.cfg = config
@@ -62,22 +68,34 @@ class Controller:
         self.model, self.tokenizer = build_policy(config.model)
         evaluator_cls = resolve_class(config.rollout.evaluator, {}, Evaluator, base)
         self.evaluator = evaluator_cls()
-        self.engine = LocalEngine(
-            self.model, self.tokenizer.pad_token_id, self.tokenizer.eos_token_id, config.seed
-        )
+        self.engine = self._build_engine()
         self.sync = WeightSync(config.weight_sync, [self.engine])
         self.loader = DataLoader(config.data, base)
         self.pool = TrajectoryPool.from_config(config)
         worker_cls = resolve_class(config.rollout.worker, WORKERS, RolloutWorker, base)
-        self.workers = [
-            worker_cls(self.engine, self.tokenizer, self.evaluator, config.rollout, config.run_name)
-            for _ in range(config.rollout.num_workers)
-        ]
+        self.workers = self._build_workers(worker_cls)
+        self.validator = self.workers[0]
         self.trainer_cls: type[Trainer] = resolve_class(config.trainer.type, TRAINERS, Trainer, base)
         v = config.validation
         rows = load_items(v.path and Path(base) / v.path, "auto", limit=v.limit) if v.path else []
         self.val_items = held_out_items(rows, config.data.prompt_key)
         self.tracker = Tracker(config.output_dir, config.logging.console_every, echo)
+
+    def _build_engine(self) -> InferenceEngine:
+        tok = self.tokenizer
+        return LocalEngine(self.model, tok.pad_token_id, tok.eos_token_id, self.cfg.seed)
+
+    def _build_workers(self, worker_cls: type[RolloutWorker]) -> list[RolloutWorker]:
+        cfg = self.cfg
+        return [
+            worker_cls(self.engine, self.tokenizer, self.evaluator, cfg.rollout, cfg.run_name)
+            for _ in range(cfg.rollout.num_workers)
+        ]
+
+    def _build_trainer(self) -> TrainerLike:
+        """Called after the warm start, so the trainer starts from the warm-started weights
+        (in training-service mode they are uploaded to the service)."""
+        return build_trainer(self.cfg, self.model, self.tokenizer)
 
     def _say(self, msg: str) -> None:
         if self.echo is not None:
@@ -85,7 +103,7 @@ class Controller:
 
     def _validate(self) -> dict[str, float]:
         return (
-            validate(self.workers[0], self.val_items, greedy=self.cfg.validation.greedy)
+            validate(self.validator, self.val_items, greedy=self.cfg.validation.greedy)
             if self.val_items
             else {}
         )
@@ -96,9 +114,7 @@ class Controller:
         manager: RolloutManager | None = None
         try:
             self._warm_start(summary)
-            # after the warm start: the trainer starts from the warm-started weights (in
-            # training-service mode they are uploaded to the service)
-            trainer = build_trainer(self.cfg, self.model, self.tokenizer)
+            trainer = self._build_trainer()
             manager = RolloutManager(self.workers, self.loader, self.pool, self.sync)
             manager.start()
             self._loop(trainer, manager, summary)
@@ -199,6 +215,10 @@ class Controller:
 
 
 def run_recipe(config: NexRLConfig, echo: TextIO | None = sys.stdout) -> RunSummary:
+    if config.launch_mode == "ray":
+        from nexrl_runtime.distributed import RayController  # Ray is imported only for Ray runs
+
+        return RayController(config, echo).run()
     return Controller(config, echo).run()
 
 
