@@ -147,13 +147,15 @@ class Fault:
     """Answer matching requests with an error, before performing them or (``after``) once done.
 
     ``Fault("create", "configmaps", status=409, reason="AlreadyExists", after=True)`` creates the
-    ConfigMap and then answers 409, as when another writer raced the caller.
+    ConfigMap and then answers 409, as when another writer raced the caller. ``subresource``
+    (e.g. "status") matches that subresource instead of the main resource.
     """
 
     verb: str
     resource: str
     namespace: str | None = None
     name: str | None = None
+    subresource: str | None = None
     status: int = 500
     reason: str = "InternalError"
     message: str = "injected fault"
@@ -163,7 +165,7 @@ class Fault:
 
     def matches(self, call: Call) -> bool:
         return (
-            call.verb == self.verb and call.resource == self.resource and call.subresource is None
+            call.verb == self.verb and call.resource == self.resource and call.subresource == self.subresource
             and self.namespace in (None, call.namespace) and self.name in (None, call.name)
         )
 
