@@ -1,11 +1,21 @@
-"""Metrics: one JSON line per step to a file, a console line, and a reward/accuracy PNG at the end."""
+"""Metrics: one JSON line per step to a file, a console line, sinks (e.g. the job status reporter),
+and a reward/accuracy PNG at the end."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, Protocol, TextIO
+
+
+class TrackerSink(Protocol):
+    """Gets every RL step's metrics (not the warm start's), and close() once at the end."""
+
+    def on_step(self, step: int, metrics: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
 
 
 class Tracker:
@@ -13,7 +23,8 @@ class Tracker:
 
     CONSOLE_KEYS = ("reward_mean", "accuracy", "val_accuracy", "loss", "policy_version", "step_seconds")
 
-    def __init__(self, output_dir: str | Path, console_every: int = 1, echo: TextIO | None = None):
+    def __init__(self, output_dir: str | Path, console_every: int = 1, echo: TextIO | None = None,
+                 sinks: Sequence[TrackerSink] = ()):
         self.dir = Path(output_dir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.path = self.dir / "metrics.jsonl"
@@ -21,6 +32,7 @@ class Tracker:
         self.console_every = console_every
         self.echo = echo
         self.history: list[dict[str, Any]] = []
+        self.sinks = list(sinks)
 
     def log(self, step: int, metrics: dict[str, Any], phase: str = "rl") -> None:
         row = {"step": step, "phase": phase, **metrics}
@@ -30,9 +42,14 @@ class Tracker:
         if self.echo is not None and (step % self.console_every == 0 or "val_accuracy" in metrics):
             shown = " ".join(f"{k}={_fmt(metrics[k])}" for k in self.CONSOLE_KEYS if k in metrics)
             print(f"[{phase} step {step}] {shown}", file=self.echo, flush=True)
+        if phase == "rl":
+            for sink in self.sinks:
+                sink.on_step(step, metrics)
 
     def close(self) -> None:
         self._file.close()
+        for sink in self.sinks:
+            sink.close()
 
     def plot(self, filename: str = "curves.png") -> Path | None:
         """Training reward and held-out accuracy against step; None when nothing was logged."""
