@@ -20,6 +20,7 @@ from nexrl_runtime.inference.local import LocalEngine
 from nexrl_runtime.models import build_policy
 from nexrl_runtime.pool import TrajectoryPool
 from nexrl_runtime.registry import load_object, resolve_class
+from nexrl_runtime.reporting import status_sinks
 from nexrl_runtime.rollout.evaluator import Evaluator
 from nexrl_runtime.rollout.manager import RolloutManager
 from nexrl_runtime.rollout.worker import WORKERS, RolloutWorker
@@ -79,7 +80,9 @@ class Controller:
         v = config.validation
         rows = load_items(v.path and Path(base) / v.path, "auto", limit=v.limit) if v.path else []
         self.val_items = held_out_items(rows, config.data.prompt_key)
-        self.tracker = Tracker(config.output_dir, config.logging.console_every, echo)
+        self.tracker = Tracker(
+            config.output_dir, config.logging.console_every, echo, sinks=status_sinks(config.cluster)
+        )
 
     def _build_engine(self) -> InferenceEngine:
         tok = self.tokenizer
