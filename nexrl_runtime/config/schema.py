@@ -232,7 +232,7 @@ class RayConfig(Strict):
         None, ge=1, description="default: one per rollout worker when colocated with rollout, else 1"
     )
     colocate: dict[str, list[RayRoleName]] = Field(
-        default_factory=lambda: {"rollout": ["rollout", "engine"]},
+        default_factory=lambda: {"rollout": ["rollout", "engine"], "trainer": ["trainer", "validator"]},
         description="colocation groups: the roles listed share one actor (per instance)",
     )
     placement_strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = "PACK"

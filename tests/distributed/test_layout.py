@@ -19,7 +19,7 @@ def cfg(*overrides: str) -> NexRLConfig:
 def test_default_layout_colocates_an_engine_with_each_rollout_worker() -> None:
     plans = {p.name: p for p in plan_groups(cfg("rollout.num_workers=3"))}
     assert plans["rollout"].roles == ("engine", "rollout") and plans["rollout"].count == 3
-    assert plans["trainer"].count == 1 and plans["validator"].count == 1
+    assert plans["trainer"].roles == ("trainer", "validator") and plans["trainer"].count == 1
     assert plans["rollout"].num_cpus == 0.5 and plans["trainer"].num_cpus == 1.0
     assert bundles(cfg(), list(plans.values())) == []  # no GPUs asked: no placement group
 
