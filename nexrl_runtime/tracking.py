@@ -62,9 +62,10 @@ class Tracker:
         import matplotlib.pyplot as plt
 
         fig, ax = plt.subplots(figsize=(7, 4))
+        same = all(r.get("accuracy") == r.get("reward_mean") for r in rows)  # 0/1 rewards: one line
         for key, label in (("reward_mean", "train reward"), ("accuracy", "train accuracy")):
             pts = [(r["step"], r[key]) for r in rows if key in r]
-            if pts:
+            if pts and not (same and key == "accuracy"):
                 ax.plot(*zip(*pts, strict=True), label=label, alpha=0.6)
         val = [(r["step"], r["val_accuracy"]) for r in self.history if "val_accuracy" in r]
         if val:
