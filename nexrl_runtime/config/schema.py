@@ -5,6 +5,7 @@ Every model forbids unknown keys, so a typo fails before anything starts with it
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -29,11 +30,14 @@ class ModelConfig(Strict):
     num_heads: int = Field(4, ge=1)
     max_positions: int = Field(64, ge=8)
     dtype: Literal["float32", "bfloat16"] = "float32"
+    device: str = Field("auto", description="'auto' (cuda when available), 'cpu', 'cuda' or 'cuda:N'")
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
         if self.kind == "hf" and not self.path:
             raise ValueError("model.path is required when model.kind is 'hf' (a local model folder)")
+        if self.device != "auto" and not re.fullmatch(r"cpu|cuda(:\d+)?", self.device):
+            raise ValueError(f"model.device={self.device!r}: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
         if self.hidden_size % self.num_heads:
             raise ValueError(
                 f"model.hidden_size={self.hidden_size} must be divisible by model.num_heads={self.num_heads}"

@@ -41,7 +41,7 @@ class LocalEngine(InferenceEngine):
         self.eos_token_id = eos_token_id
         self.policy_version = 0
         self._lock = threading.Lock()
-        self._gen = torch.Generator().manual_seed(seed)
+        self._gen = torch.Generator(device=next(self.model.parameters()).device).manual_seed(seed)
         # transformers renamed `past_key_values` to `cache` (5.2x); speak whichever this model takes
         self._cache_arg = (
             "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
@@ -69,17 +69,18 @@ class LocalEngine(InferenceEngine):
     def _sample(
         self, prompts: list[list[int]], params: SamplingParams
     ) -> tuple[list[list[int]], list[list[float]], list[str]]:
-        stops = torch.tensor(sorted({self.eos_token_id, *params.stop_token_ids}))
+        device = next(self.model.parameters()).device
+        stops = torch.tensor(sorted({self.eos_token_id, *params.stop_token_ids}), device=device)
         width = max(len(p) for p in prompts)
-        ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long)
+        ids = torch.full((len(prompts), width), self.pad_token_id, dtype=torch.long, device=device)
         mask = torch.zeros_like(ids)
         for i, p in enumerate(prompts):  # left padding keeps the next-token column aligned
-            ids[i, width - len(p) :] = torch.tensor(p)
+            ids[i, width - len(p) :] = torch.tensor(p, device=device)
             mask[i, width - len(p) :] = 1
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True)
         past, logits = getattr(out, self._cache_arg), out.logits[:, -1]
-        done = torch.zeros(len(prompts), dtype=torch.bool)
+        done = torch.zeros(len(prompts), dtype=torch.bool, device=device)
         new_tokens, new_logprobs = [], []
         for _ in range(params.max_new_tokens):
             nxt = sample_next(logits, params.temperature, params.top_p, self._gen)
@@ -106,8 +107,9 @@ class LocalEngine(InferenceEngine):
         self, toks: torch.Tensor, lps: torch.Tensor, stops: torch.Tensor
     ) -> tuple[list[list[int]], list[list[float]], list[str]]:
         tokens, logprobs, reasons = [], [], []
+        stop_ids = set(stops.tolist())
         for row_t, row_lp in zip(toks.tolist(), lps.tolist(), strict=True):
-            end = next((i + 1 for i, t in enumerate(row_t) if t in stops), None)
+            end = next((i + 1 for i, t in enumerate(row_t) if t in stop_ids), None)
             reasons.append("stop" if end is not None else "length")
             end = end or len(row_t)
             tokens.append(row_t[:end])

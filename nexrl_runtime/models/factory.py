@@ -83,4 +83,11 @@ def build_policy(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizer
         model = AutoModelForCausalLM.from_pretrained(cfg.path, local_files_only=True)
     if cfg.dtype == "bfloat16":
         model = model.to(torch.bfloat16)
-    return model, tok
+    return model.to(resolve_device(cfg.device)), tok
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' is the first GPU when torch sees one, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from nexrl_runtime.config import ConfigError, load_config
 from nexrl_runtime.config.loader import is_schema_path, widen_overrides
@@ -101,3 +102,13 @@ def test_override_widening_only_for_schema_fields() -> None:
         "+x=1",
         "~seed",
     ]
+
+
+def test_device_is_checked_and_auto_resolves() -> None:
+    from nexrl_runtime.models.factory import resolve_device
+
+    assert load_config(RECIPE, ["model.device=cuda:1"]).model.device == "cuda:1"
+    with pytest.raises(ConfigError, match=r"model\.device='gpu'"):
+        load_config(RECIPE, ["model.device=gpu"])
+    assert resolve_device("cpu").type == "cpu"
+    assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
