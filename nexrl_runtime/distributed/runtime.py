@@ -49,8 +49,10 @@ class Host:
         self.handle: Any = None
         self.restarts = 0
         self.pid = 0
+        self.calls = 0
 
     def call(self, role: str, method: str, *args: Any) -> ray.ObjectRef:
+        self.calls += 1
         return self.handle.call.remote(role, method, *args)
 
 
@@ -205,7 +207,9 @@ class RayRuntime:
             self.heal()
 
     def stats(self) -> dict[str, float]:
-        return {f"restarts_{role}": float(n) for role, n in self.restarts.items()}
+        out = {f"restarts_{role}": float(n) for role, n in self.restarts.items()}
+        out["ray_actor_calls"] = float(sum(h.calls for h in self.all_hosts()))
+        return out
 
     def close(self) -> None:
         """Kill every actor and free the placement group (idempotent)."""
