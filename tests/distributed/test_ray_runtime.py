@@ -39,54 +39,43 @@ def kill_at(ctrl: RayController, monkeypatch: pytest.MonkeyPatch, victims: dict[
     return killed
 
 
-def test_default_recipe_on_ray_holds_exactly_the_configured_resources(tmp_path: Path) -> None:
+def test_default_recipe_on_ray_holds_its_resources_and_survives_killed_actors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The recipe's two rollout workers + validation on Ray: requests as configured; a rollout worker
+    actor killed after step 2 and the trainer actor after step 3 are replaced and training goes on."""
     cfg = ray_config(
         tmp_path,
         [
-            "total_steps=3",
+            "total_steps=5",
             "validation.path=data/test.jsonl",
             "validation.limit=8",
             "validation.every=2",
             "cluster.trainer.nodes=1",
             "cluster.trainer.gpus_per_node=1",  # as the operator writes it: the trainer pod's GPU
             "ray.rollout.resources={nexrl_test:1}",
+            "ray.trainer_failure=restart-from-checkpoint",
         ],
     )
     before = ray.available_resources()
     ctrl = RayController(cfg, echo=None)
-    plans = ctrl._runtime.plans
-    want = total_request(cfg, plans)
+    runtime = ctrl._runtime
+    want = total_request(cfg, runtime.plans)
     assert want == {"CPU": 2.0, "GPU": 1.0, "nexrl_test": 2.0}
     assert held(before, set(want)) == want
-    table = ray.util.placement_group_table(ctrl._runtime.pg)
-    assert list(table["bundles"].values()) == [{"CPU": 1.0, "GPU": 1.0}]
-    assert ray.get(ctrl._runtime.role_hosts("trainer")[0].handle.ready.remote())  # placed in it
+    table = ray.util.placement_group_table(runtime.pg)
+    assert list(table["bundles"].values()) == [{"CPU": 1.0, "GPU": 1.0}]  # the trainer's bundle
 
+    old = kill_at(ctrl, monkeypatch, {2: "rollout", 3: "trainer"})
     summary = ctrl.run()
-    assert summary.steps == 3 and summary.stats["weight_pushes"] == 3
-    assert summary.stats["ray_pushes"] == 3 and summary.stats["ray_push_mbytes"] > 0
-    assert "val_accuracy" in summary.val_final and "val_accuracy" in summary.val_after_warm_start
-    assert summary.stats["restarts_rollout"] == 0
-    wait_for(lambda: held(before, set(want)) == dict.fromkeys(want, 0.0), 30, "actors to be freed")
-
-
-def test_killed_rollout_worker_and_trainer_are_replaced_and_training_goes_on(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cfg = ray_config(
-        tmp_path, ["total_steps=6", "rollout.num_workers=1", "ray.trainer_failure=restart-from-checkpoint"]
-    )
-    ctrl = RayController(cfg, echo=None)
-    old = kill_at(ctrl, monkeypatch, {2: "rollout", 4: "trainer"})
-    summary = ctrl.run()
-    assert len(old) == 2
-    assert summary.steps == 6 and summary.stats["weight_pushes"] == 6
+    assert summary.steps == 5 and summary.stats["weight_pushes"] == 5 and summary.stats["ray_pushes"] == 5
     assert summary.stats["restarts_rollout"] == 1 and summary.stats["restarts_engine"] == 1
-    assert summary.stats["restarts_trainer"] == 1
-    assert ctrl._runtime.role_hosts("rollout")[0].pid != old[0]
-    assert ctrl._runtime.checkpoint.exists()
+    assert summary.stats["restarts_trainer"] == 1 and runtime.checkpoint.exists()
+    assert runtime.role_hosts("rollout")[0].pid != old[0]
+    assert "val_accuracy" in summary.val_final and "val_accuracy" in summary.val_after_warm_start
     rows = [r for r in ctrl.tracker.history if r["phase"] == "rl" and r["step"] > 0]
-    assert [r["policy_version"] for r in rows] == list(range(1, 7))
+    assert [r["policy_version"] for r in rows] == list(range(1, 6))
+    wait_for(lambda: held(before, set(want)) == dict.fromkeys(want, 0.0), 30, "actors to be freed")
 
 
 def test_dead_trainer_fails_the_run_under_the_default_policy(
