@@ -82,3 +82,16 @@ def test_pack_is_zero_copy_and_round_trips_bfloat16() -> None:
 def test_training_service_mode_has_no_trainer_actor() -> None:
     c = cfg("mode=training-service", "cluster.trainer.base_url=http://trainer:8000")
     assert all("trainer" not in p.roles for p in plan_groups(c))
+
+
+def test_driver_address_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    """ray.address, then $RAY_ADDRESS (a RayJob's head), then cluster.ray_address, else start locally."""
+    pytest.importorskip("ray")
+    from nexrl_runtime.distributed.driver import ray_address
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    assert ray_address(cfg()) is None
+    assert ray_address(cfg("cluster.ray_address=auto")) == "auto"
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    assert ray_address(cfg("cluster.ray_address=auto")) == "10.0.0.1:6379"
+    assert ray_address(cfg("ray.address=ray://head:10001")) == "ray://head:10001"
