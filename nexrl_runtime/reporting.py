@@ -21,31 +21,15 @@ from typing import Any
 import httpx
 
 from nexrl_runtime.config.schema import ClusterConfig
+from nexrl_runtime.status_patch import MERGE_PATCH, progress_patch, status_path
 
 log = logging.getLogger(__name__)
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = "nexrl-runtime"
 RETRYABLE = frozenset({401, 408, 409, 429})
 """4xx answers worth retrying (token rotation, timeouts, conflicts, throttling); any other 4xx
 means the request itself is refused (403 RBAC, 404 no such job, 422 schema): reporting stops."""
-
-
-def status_path(namespace: str, name: str) -> str:
-    """The REST path of a NexRLJob's status subresource."""
-    return f"/apis/nexrl.io/v1alpha1/namespaces/{namespace}/nexrljobs/{name}/status"
-
-
-def progress_patch(step: int, reward: float | None = None, policy_version: int | None = None
-                   ) -> dict[str, Any]:
-    """The merge-patch body; a reward that is None, NaN or infinite is left out (JSON has no NaN)."""
-    status: dict[str, Any] = {"step": int(step)}
-    if reward is not None and math.isfinite(reward):
-        status["reward"] = round(float(reward), 6)
-    if policy_version is not None:
-        status["policyVersion"] = int(policy_version)
-    return {"status": status}
 
 
 @dataclass(frozen=True)
