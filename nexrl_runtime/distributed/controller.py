@@ -27,6 +27,9 @@ class RayController(Controller):
     launch_modes = ("ray",)
 
     def __init__(self, config: NexRLConfig, echo: TextIO | None = sys.stdout):
+        engine = getattr(getattr(config, "inference", None), "engine", "local")
+        if engine != "local":  # rather than silently serving in-process engines instead
+            raise NotImplementedError(f"launch_mode=ray runs in-process engines only, not {engine!r}")
         connect(config)
         self.runtime: RayRuntime | None = None
         try:
