@@ -19,9 +19,10 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 TIMING = ("seconds",)
 
 
-def held(before: dict[str, float], keys: set[str]) -> dict[str, float]:
-    now = ray.available_resources()
-    return {k: round(before.get(k, 0.0) - now.get(k, 0.0), 6) for k in keys}
+def held(keys: set[str]) -> dict[str, float]:
+    """What is taken out of the cluster's totals right now (Ray's view, refreshed asynchronously)."""
+    total, free = ray.cluster_resources(), ray.available_resources()
+    return {k: round(total.get(k, 0.0) - free.get(k, 0.0), 6) for k in keys}
 
 
 def kill_at(ctrl: RayController, monkeypatch: pytest.MonkeyPatch, victims: dict[int, str]) -> list[int]:
@@ -57,12 +58,11 @@ def test_default_recipe_on_ray_holds_its_resources_and_survives_killed_actors(
             "ray.trainer_failure=restart-from-checkpoint",
         ],
     )
-    before = ray.available_resources()
     ctrl = RayController(cfg, echo=None)
     runtime = ctrl._runtime
     want = total_request(cfg, runtime.plans)
     assert want == {"CPU": 2.0, "GPU": 1.0, "nexrl_test": 2.0}
-    assert held(before, set(want)) == want
+    wait_for(lambda: held(set(want)) == want, 30, f"Ray to show {want} held")
     table = ray.util.placement_group_table(runtime.pg)
     assert list(table["bundles"].values()) == [{"CPU": 1.0, "GPU": 1.0}]  # the trainer's bundle
 
@@ -75,7 +75,7 @@ def test_default_recipe_on_ray_holds_its_resources_and_survives_killed_actors(
     assert "val_accuracy" in summary.val_final and "val_accuracy" in summary.val_after_warm_start
     rows = [r for r in ctrl.tracker.history if r["phase"] == "rl" and r["step"] > 0]
     assert [r["policy_version"] for r in rows] == list(range(1, 6))
-    wait_for(lambda: held(before, set(want)) == dict.fromkeys(want, 0.0), 30, "actors to be freed")
+    wait_for(lambda: held(set(want)) == dict.fromkeys(want, 0.0), 30, "actors to be freed")
 
 
 def test_dead_trainer_fails_the_run_under_the_default_policy(
