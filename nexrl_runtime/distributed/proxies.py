@@ -42,7 +42,8 @@ class StateRef(Mapping[str, torch.Tensor]):
 
 
 class RemoteWorker(RolloutWorker):
-    """A rollout (or validator) actor's worker; the same calls as a local RolloutWorker."""
+    """A rollout (or validator) actor's worker, for the manager and validator: `rollout` and
+    `pop_timings` as locally; prompt building and scoring happen in the actor."""
 
     def __init__(self, runtime: RayRuntime, host: Host, role: str = "rollout") -> None:
         self.runtime, self.host, self.role = runtime, host, role
