@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 
 import ray
 import torch
@@ -111,7 +112,6 @@ class RemoteTrainer:
         return StateRef(self.host.call("trainer", "packed_state"))
 
     def save(self, path: object) -> None:
-        self.runtime.get(self.host, "trainer", "save", str(path))
-
-    def load(self, path: object) -> None:
-        self.global_step = self.runtime.get(self.host, "trainer", "load", str(path))
+        step = self.runtime.get(self.host, "trainer", "save", str(path))
+        if Path(str(path)) == self.runtime.checkpoint:
+            self.runtime.checkpoint_step = step

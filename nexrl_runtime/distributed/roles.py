@@ -108,12 +108,18 @@ class TrainerRole:
         """Returned by value: Ray copies it into the object store once, engines read it from there."""
         return pack(self._live().state_dict())
 
-    def save(self, path: str) -> None:
+    def save(self, path: str) -> int:
+        """Write a checkpoint; returns the step it holds."""
         self._live().save(path)
+        return self._live().global_step
 
     def load(self, path: str) -> int:
         self._live().load(path)
         return self._live().global_step
+
+    def restore(self, path: str) -> int:
+        """Load the checkpoint if this node sees it; the step it holds, or -1."""
+        return self.load(path) if os.path.exists(path) else -1
 
 
 class ModuleHost:

@@ -69,6 +69,7 @@ class RayRuntime:
         self.latest: tuple[ray.ObjectRef, int] = (ray.put(packed), 0)
         self.trainer_start: ray.ObjectRef | None = None
         self.checkpoint = Path(config.output_dir) / "ray_trainer_checkpoint.pt"
+        self.checkpoint_step = 0  # the trainer step the checkpoint holds (0: none yet)
         self.restarts = {"rollout": 0, "engine": 0, "validator": 0, "trainer": 0}
         self.closed = False
         self._lock = threading.Lock()
@@ -165,8 +166,13 @@ class RayRuntime:
             self.restarts[role] += 1
         if "trainer" in roles and self.trainer_start is not None:
             ray.get(host.call("trainer", "start", self.trainer_start))
-            if self.checkpoint.exists():
-                ray.get(host.call("trainer", "load", str(self.checkpoint)))
+            if self.checkpoint_step:
+                step = ray.get(host.call("trainer", "restore", str(self.checkpoint)))
+                if step != self.checkpoint_step:  # read on the new trainer's node, not the driver's
+                    raise TrainerFailed(
+                        f"the new trainer found step {step} at {self.checkpoint}, not "
+                        f"{self.checkpoint_step}: restart-from-checkpoint needs output_dir on shared storage"
+                    )
 
     def _await_name_free(self, name: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
