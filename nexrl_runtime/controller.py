@@ -15,8 +15,8 @@ from tqdm import tqdm
 from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.data.loader import DataLoader
 from nexrl_runtime.data.readers import load_items
+from nexrl_runtime.inference import build_engines
 from nexrl_runtime.inference.base import InferenceEngine
-from nexrl_runtime.inference.local import LocalEngine
 from nexrl_runtime.models import build_policy
 from nexrl_runtime.pool import TrajectoryPool
 from nexrl_runtime.registry import load_object, resolve_class
@@ -85,8 +85,7 @@ class Controller:
         )
 
     def _build_engine(self) -> InferenceEngine:
-        tok = self.tokenizer
-        return LocalEngine(self.model, tok.pad_token_id, tok.eos_token_id, self.cfg.seed)
+        return build_engines(self.cfg, self.model, self.tokenizer)[0]
 
     def _build_workers(self, worker_cls: type[RolloutWorker]) -> list[RolloutWorker]:
         cfg = self.cfg
@@ -128,6 +127,7 @@ class Controller:
             self.pool.close()
             if manager is not None:
                 manager.stop()
+            self.engine.close()  # stops servers it started (inference.engine=vllm)
             summary.seconds = time.perf_counter() - start
             pool = self.pool.stats()
             summary.stats = {
