@@ -54,9 +54,14 @@ class RolloutManager:
             self._executor.submit(w.rollout, c, greedy) for w, c in zip(self.workers, chunks, strict=False)
         ]
         trajs = [t for f in futures for t in f.result()]
-        score = sum(w.pop_timings().get("score_seconds", 0.0) for w in self.workers)
+        # workers run in parallel: report the busiest one's phases (the critical path)
+        phases = max((w.pop_timings() for w in self.workers), key=lambda t: sum(t.values()), default={})
         wall = time.perf_counter() - start
-        return trajs, {"rollout_seconds": wall, "score_seconds": score}
+        return trajs, {
+            "rollout_seconds": wall,
+            "generate_seconds": phases.get("generate_seconds", 0.0),
+            "score_seconds": phases.get("score_seconds", 0.0),
+        }
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._produce, name="rollout-producer", daemon=True)
