@@ -77,6 +77,8 @@ def convert(out: Path | None = None, force: bool = False) -> Path:
         model.save_pretrained(tmp, safe_serialization=True)
         tok.save_pretrained(tmp)
         (tmp / MARKER).write_text(json.dumps(_source_id(src)))
+        for path in (tmp, *tmp.iterdir()):  # mkdtemp makes 0700: servers may run as another user
+            path.chmod(0o755 if path.is_dir() else 0o644)
         if out.exists():
             shutil.rmtree(out)
         os.replace(tmp, out)

@@ -19,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from safetensors import safe_open
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 
 from nexrl_runtime.config import load_config
@@ -99,6 +100,14 @@ def recompute(model: PreTrainedModel, completions: list[Completion]) -> list[tor
 def gaps(model: PreTrainedModel, completions: list[Completion]) -> torch.Tensor:
     ref = recompute(model, completions)
     return torch.cat([(r - torch.tensor(c.logprobs)).abs() for r, c in zip(ref, completions, strict=True)])
+
+
+def test_converted_model_is_float32_with_an_untied_head(model_dir: Path) -> None:
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["tie_word_embeddings"] is False and "quantization_config" not in config
+    with safe_open(str(model_dir / "model.safetensors"), "pt") as f:
+        head, embed = f.get_tensor("lm_head.weight"), f.get_tensor("model.embed_tokens.weight")
+    assert head.dtype == torch.float32 and torch.equal(head, embed)
 
 
 def test_served_logprobs_match_the_trainer_recompute(server: VLLMServer, policy) -> None:
