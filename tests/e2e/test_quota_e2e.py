@@ -22,13 +22,6 @@ _ids = itertools.count()
 
 
 @pytest.fixture(scope="module")
-def server() -> Iterator[EmulatorThread]:
-    with EmulatorThread() as thread:
-        thread.install_crds()
-        yield thread
-
-
-@pytest.fixture(scope="module")
 def operator(server: EmulatorThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
