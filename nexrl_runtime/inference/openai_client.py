@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import itertools
 import threading
-from collections.abc import Coroutine, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol, TypeVar
 
@@ -243,7 +243,7 @@ class OpenAIEngine(InferenceEngine):
         self.client = self._loop.run(make())
         self._cleanup.callback(lambda: self._loop.run(self.client.aclose()))
 
-    def on_close(self, fn: Any) -> None:
+    def on_close(self, fn: Callable[[], object]) -> None:
         """Run `fn()` at close, before the client shuts down (e.g. stop a server this engine started)."""
         self._cleanup.callback(fn)
 
