@@ -112,7 +112,8 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: KLEstimator = 
         return 0.5 * diff**2
     if estimator == "k3":
         neg = (-diff).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
-        return neg.exp() - neg - 1.0
+        # e^x - x - 1 >= 0 exactly; near x = 0 rounding can give -1e-16, so the clamp states the bound.
+        return (neg.exp() - neg - 1.0).clamp(min=0.0)
     raise ValueError(f"unknown KL estimator {estimator!r}; expected 'k1', 'k2' or 'k3'")
 
 
