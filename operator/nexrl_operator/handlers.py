@@ -1,8 +1,9 @@
 """Thin kopf glue for NexRLJob: create / update / resume / delete, child indexes and a status timer.
 
-Decisions live elsewhere: ``builders`` (children), ``reconcile`` (ownership, patches, restarts),
-``status`` (phase and conditions), ``admission`` via ``memo.admitter`` (GPU quotas: a job that
-is not admitted gets no children); ``kube`` does the I/O. ``register`` wires them into a registry.
+Decisions live elsewhere: ``builders`` (children), ``child_patches`` (ownership, patches),
+``spec_changes`` (restart-only changes), ``job_status`` (phase and conditions), ``admission`` via
+``memo.admitter`` (GPU quotas: a job that is not admitted gets no children); ``kube`` does the
+I/O. ``register`` wires them into a registry.
 """
 
 from __future__ import annotations
@@ -15,18 +16,12 @@ from typing import Any
 
 import kopf
 
-from . import quota_handlers, reconcile
+from . import child_patches, quota_handlers, spec_changes
 from .admission import Decision, State
 from .api import GROUP, PLURAL, VERSION, NexRLJob
 from .builders import NO_DEFAULTS, build_children
 from .builders.common import JOB_LABEL
-from .kube import ApiError, Kube, Outcome, ensure
-from .main import DEFAULT_STATUS_INTERVAL
-from .metrics import counted
-from .naming import child_names
-from .quota_views import admitted_spec, job_view
-from .reconcile import APPLIED_SPEC
-from .status import (
+from .job_status import (
     TERMINAL,
     WORKLOAD_ROLES,
     Child,
@@ -38,6 +33,12 @@ from .status import (
     status_patch,
     summarize,
 )
+from .kube import ApiError, Kube, Outcome, ensure
+from .main import DEFAULT_STATUS_INTERVAL
+from .metrics import counted
+from .naming import child_names
+from .quota_views import admitted_spec, job_view
+from .spec_changes import APPLIED_SPEC
 from .validation import JobValidationError, parse_job
 
 WORKLOADS = (("ray.io", "v1", "rayjobs"), ("apps", "v1", "deployments"), ("apps", "v1", "statefulsets"))
@@ -100,7 +101,7 @@ def _announce(body: kopf.Body, outcome: Outcome, known_conflicts: Sequence[str])
     messages = {
         "created": ("Normal", "Created", f"created {label}"),
         "adopted": ("Normal", "Adopted", f"adopted {label} (it had no controller)"),
-        "updated": ("Normal", "Updated", f"patched {label}: {reconcile.describe_patch(outcome.patch)}"),
+        "updated": ("Normal", "Updated", f"patched {label}: {child_patches.describe_patch(outcome.patch)}"),
         "conflict": ("Warning", "NameConflict", _conflict(outcome)),
     }
     repeated = outcome.action == "conflict" and _conflict(outcome) in known_conflicts
@@ -174,7 +175,7 @@ async def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, fresh:
         obs = Observation(meta.get("generation") or 1, status, _now(), invalid=str(exc))
         _write(body, patch, status, desired_status(obs))
         return
-    restart = reconcile.pending_restart(meta, job.spec)
+    restart = spec_changes.pending_restart(meta, job.spec)
     decision, built = _admit(body, job, memo)
     if decision is not None and decision.state is not State.ADMITTED:  # Queued or rejected: no children
         obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, restart_fields=restart,
@@ -183,7 +184,7 @@ async def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, fresh:
         return
     seen = await _converge(body, built, memo, kwargs, fresh=fresh, restart=restart)
     if not (meta.get("annotations") or {}).get(APPLIED_SPEC):
-        applied = json.dumps(reconcile.spec_dump(job.spec), sort_keys=True, separators=(",", ":"))
+        applied = json.dumps(spec_changes.spec_dump(job.spec), sort_keys=True, separators=(",", ":"))
         patch.metadata.annotations[APPLIED_SPEC] = applied
     obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, children=seen.children,
                       names=seen.names, restart_fields=restart, conflicts=seen.conflicts, admission=decision)
@@ -227,7 +228,7 @@ async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **
         job = parse_job(body)
     except JobValidationError:
         return  # reported by the change handlers
-    restart = reconcile.pending_restart(meta, job.spec)
+    restart = spec_changes.pending_restart(meta, job.spec)
     decision, built = _admit(body, job, memo)
     if decision is not None and decision.state is not State.ADMITTED:
         return  # a waiting job's status is the admission loop's to write (on every change)

@@ -1,7 +1,7 @@
 """A small async Kubernetes client for manifests as dicts, and idempotent get-or-create (``ensure``).
 
 Built on ``kubernetes.aio`` (the official client's asyncio flavour), so handlers never block
-kopf's event loop. Decisions about ownership and patches are pure and live in ``reconcile``.
+kopf's event loop. Decisions about ownership and patches are pure and live in ``child_patches``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes.aio import client as aio_client
 from kubernetes.aio import config as aio_config
 
-from . import reconcile
+from . import child_patches
 
 Manifest = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
@@ -147,13 +147,13 @@ async def ensure(kube: Kube, desired: Manifest, *, owner_uid: str, job_name: str
         raise ApiError(409, "Conflict", f"{desired['kind']} {meta['name']} vanished after a 409")
     if obj.get("metadata", {}).get("deletionTimestamp"):
         return Outcome("terminating", desired, obj)
-    owner = reconcile.ownership(obj, owner_uid, job_name)
-    if owner is reconcile.Ownership.FOREIGN:
+    owner = child_patches.ownership(obj, owner_uid, job_name)
+    if owner is child_patches.Ownership.FOREIGN:
         return Outcome("conflict", desired, obj)
-    if owner is reconcile.Ownership.ADOPTABLE:
-        body = reconcile.adoption_patch(obj, desired)
+    if owner is child_patches.Ownership.ADOPTABLE:
+        body = child_patches.adoption_patch(obj, desired)
         return Outcome("adopted", desired, await kube.patch(obj, body), body)
-    body = reconcile.live_patch(obj, desired, config_frozen=config_frozen)
+    body = child_patches.live_patch(obj, desired, config_frozen=config_frozen)
     if body:
         return Outcome("updated", desired, await kube.patch(obj, body), body)
     return Outcome("unchanged", desired, obj)

@@ -1,6 +1,6 @@
 """Thin kopf glue of GPU admission: indexes of what it reads, a kick on every change, the loop's life.
 
-What admission decides is in ``admission`` (pure); the loop that applies it is ``admitter``.
+What admission decides is in ``admission`` (pure); the loop that applies it is ``admission_loop``.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from typing import Any
 
 import kopf
 
-from .admitter import JOBS, NAMESPACES, QUOTAS, RESOURCE_QUOTAS, Admitter
+from .admission_loop import JOBS, NAMESPACES, QUOTAS, RESOURCE_QUOTAS, Admitter
 from .api import GROUP, PLURAL, VERSION
 from .quota_api import QUOTA_PLURAL
 from .quota_views import JobView, QuotaView, job_view, quota_view, resource_quota_limits

@@ -14,11 +14,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import reconcile
+from . import spec_changes
 from .admission import Demand, Quota, QuotaUsage, ResourceQuotaLimit
 from .api import GPU_RESOURCE, NexRLJobSpec, Phase, total_gpus
+from .job_status import is_finished
 from .quota_api import GpuTypeStatus, NexRLQuotaSpec, NexRLQuotaStatus
-from .status import is_finished
 from .validation import JobValidationError, parse_job
 
 HELD_PHASES = frozenset({Phase.PROVISIONING, Phase.RUNNING})
@@ -99,8 +99,8 @@ def job_view(body: Mapping[str, Any]) -> JobView:
         demand = Demand(uid=base.uid, namespace=base.namespace, name=base.name, created=created, gpus=held,
                         admitted=held, running=status.get("phase") == Phase.RUNNING)
         return dataclasses.replace(base, demand=demand)
-    applied = reconcile.applied_spec(meta)
-    restart = tuple(reconcile.pending_restart(meta, spec))
+    applied = spec_changes.applied_spec(meta)
+    restart = tuple(spec_changes.pending_restart(meta, spec))
     view = dataclasses.replace(base, spec=spec, applied=applied, restart_fields=restart)
     started = gpu_shape(spec, applied)  # a Kueue queue set after the start needs a restart: not applied
     if is_finished(status) or spec.suspend or started.scheduling.queue_name:

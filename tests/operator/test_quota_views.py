@@ -1,4 +1,4 @@
-"""quota_views.py (objects -> admission inputs, plans -> statuses) and the admission parts of status.py."""
+"""quota_views.py (objects -> admission inputs, plans -> statuses) and job_status.py's admission parts."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from nexrl_operator.admission import Decision, State
 from nexrl_operator.api import NexRLJobSpec
+from nexrl_operator.job_status import Observation, desired_status, is_finished
 from nexrl_operator.quota_views import (
     admitted_spec,
     count,
@@ -17,8 +18,7 @@ from nexrl_operator.quota_views import (
     quota_view,
     resource_quota_limits,
 )
-from nexrl_operator.reconcile import APPLIED_SPEC, pending_restart, spec_dump
-from nexrl_operator.status import Observation, desired_status, is_finished
+from nexrl_operator.spec_changes import APPLIED_SPEC, pending_restart, spec_dump
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 SPEC = {"recipe": "/r.yaml", "image": "img", "model": {"name": "m"}, "inference": {"replicas": 2},
@@ -142,7 +142,7 @@ def test_quota_views_and_statuses() -> None:
     assert ok.quota is not None and ok.quota.spec.namespaces == ["a"]
 
 
-# --- status.py with admission decisions ---------------------------------------------------------------
+# --- job_status.py with admission decisions -----------------------------------------------------------
 
 def observe(decision: Decision | None, status: dict[str, Any] | None = None, **spec: Any) -> Observation:
     job = NexRLJobSpec.model_validate({**SPEC, **spec})

@@ -1,4 +1,4 @@
-"""status.py: observed children -> phase, conditions and the (minimal) status patch."""
+"""job_status.py: observed children -> phase, conditions and the (minimal) status patch."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 from nexrl_operator.api import NexRLJobSpec
-from nexrl_operator.progress import RUNTIME_KEYS, progress_patch, status_path
-from nexrl_operator.status import (
+from nexrl_operator.job_status import (
     Child,
     Observation,
     desired_status,
@@ -18,6 +17,7 @@ from nexrl_operator.status import (
     summarize,
     verdict,
 )
+from nexrl_operator.progress import RUNTIME_KEYS, progress_patch, status_path
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"
 

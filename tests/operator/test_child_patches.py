@@ -1,17 +1,15 @@
-"""reconcile.py: ownership, adoption, the fields we patch live, and restart-only spec changes."""
+"""child_patches.py: ownership, adoption, and the fields we patch live."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from nexrl_operator.reconcile import (
+from nexrl_operator.child_patches import (
     Ownership,
     adoption_patch,
-    changed_paths,
     describe_patch,
     live_patch,
     ownership,
-    restart_fields,
     scale_to_zero,
 )
 
@@ -20,20 +18,6 @@ OURS = {"apiVersion": "nexrl.io/v1alpha1", "kind": "NexRLJob", "name": "j", "uid
 
 def obj(kind: str, spec: dict[str, Any] | None = None, **meta: Any) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": kind, "metadata": {"name": "x", **meta}, "spec": spec or {}}
-
-
-def test_changed_paths_and_restart_fields() -> None:
-    applied = {"image": "a", "inference": {"replicas": 1, "gpusPerReplica": 1}, "suspend": False,
-               "trainer": {"nodes": 1}, "overrides": ["x=1"]}
-    live_only = {**applied, "inference": {"replicas": 4, "gpusPerReplica": 1}, "suspend": True,
-                 "maxRestarts": 2}
-    assert changed_paths(applied, live_only, "spec") == ["spec.inference.replicas", "spec.maxRestarts",
-                                                         "spec.suspend"]
-    assert restart_fields(applied, live_only) == []
-    shape = {**applied, "image": "b", "inference": {"replicas": 1, "gpusPerReplica": 2},
-             "overrides": ["x=2"], "model": {"name": "m"}}
-    assert restart_fields(applied, shape) == ["spec.image", "spec.inference.gpusPerReplica",
-                                              "spec.model", "spec.overrides"]
 
 
 def test_ownership() -> None:

@@ -29,10 +29,10 @@ from typing import Any
 from . import metrics
 from .admission import Decision, Demand, Plan, State, admitted_message, plan, selecting
 from .api import API_VERSION, KIND
+from .job_status import Observation, desired_status, status_patch
 from .kube import ApiError, Kube
 from .quota_api import QUOTA_KIND
 from .quota_views import JobView, QuotaView, quota_status
-from .status import Observation, desired_status, status_patch
 
 logger = logging.getLogger(__name__)
 

@@ -1,4 +1,4 @@
-"""admitter.py with in-memory indexes and a recording client: what the loop writes, and that an
+"""admission_loop.py with in-memory indexes and a recording client: what the loop writes, and that an
 admission made but not yet seen in the index is never given away twice."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from nexrl_operator.admission import State
-from nexrl_operator.admitter import JOBS, NAMESPACES, QUOTAS, RESOURCE_QUOTAS, Admitter
+from nexrl_operator.admission_loop import JOBS, NAMESPACES, QUOTAS, RESOURCE_QUOTAS, Admitter
 from nexrl_operator.kube import ApiError
 from nexrl_operator.quota_views import JobView, job_view, quota_view
 
