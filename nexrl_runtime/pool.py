@@ -24,21 +24,16 @@ Batch-ready rules:
   * "loaded_batch_finished": `mark_loaded(n)` opens a loaded batch expecting n trajectories. A new
     inner group is attributed to the oldest unfinished loaded batch that has room (its members follow
     it); trajectories of groups arriving when none has room wait for the next `mark_loaded`. A loaded
-    batch is finished when its arrived trajectories reach its expected count minus discards; it is
-    then released whole (batch_size is not used), short groups included: nothing more will come.
-    One whose trajectories were all discarded comes out as an empty Batch, so no caller waits forever.
+    batch is finished when its arrived trajectories reach its expected count; it is then released
+    whole (batch_size is not used), short groups included: nothing more will come. One expecting 0
+    trajectories comes out as an empty Batch, so no caller waits forever.
 
-Dropping: `discard(group_id)` cancels the whole group (`group_size` trajectories) of that
-Trajectory.group_id: members held are dropped, later ones refused, and its loaded batch expects them no
-more. `discard(count)` lowers the oldest unfinished loaded batch's expected count (for failures whose
-group is unknown). `drop_where(pred)` drops every held inner group with a member matching `pred` (whole
-groups, so no batch gets a partial one) and refuses its later members.
+After `close()` the pool refuses trajectories (counted as `dropped`); batches already formed still
+come out.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
 import threading
 from collections.abc import Callable, Hashable, Iterable, Sequence
@@ -126,9 +121,6 @@ class TrajectoryPool:
         self._open: dict[Key, Group] = {}  # incomplete groups, or (loaded mode) groups not yet attributed
         self._ready: list[tuple[Key, Group]] = []  # complete groups in completion order (batch_size mode)
         self._loaded: list[_Loaded] = []
-        self._owed_keys: dict[Key, int] = {}  # members still to come of dropped groups: refused
-        self._owed_gids: dict[str, int] = {}  # the same for groups discarded by group_id
-        self._async_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
         self._closed = False
         self._seq = 0
         self._counts = {"received": 0, "released": 0, "dropped": 0, "batches": 0}
@@ -141,22 +133,14 @@ class TrajectoryPool:
 
     # --- producers -------------------------------------------------------------------------------
 
-    def put(self, traj: Trajectory) -> bool:
-        """Add one trajectory; False if it was refused (pool closed, or its group was cancelled)."""
-        return self.put_many([traj]) == 1
-
     def put_many(self, trajs: Iterable[Trajectory]) -> int:
-        """Add trajectories under one lock; returns how many were accepted."""
+        """Add trajectories under one lock; returns how many were accepted (none once closed)."""
         accepted = 0
         with self._cond:
             try:
                 for traj in trajs:
                     key = self._key(traj)
-                    if (
-                        self._closed
-                        or self._owed(self._owed_keys, key)
-                        or self._owed(self._owed_gids, traj.group_id)
-                    ):
+                    if self._closed:
                         self._counts["dropped"] += 1
                         continue
                     self._place(key, traj)
@@ -180,31 +164,6 @@ class TrajectoryPool:
                     self._place(key, traj)
             self._notify_if_ready()
 
-    def discard(self, what: str | int) -> int:
-        """Cancel a group by Trajectory.group_id, or a count of trajectories; returns how many held
-        trajectories were dropped (see module doc)."""
-        with self._cond:
-            pending = next((ld for ld in self._loaded if not ld.finished), None)
-            if isinstance(what, int):
-                if pending is None or what < 0:
-                    raise RuntimeError(f"discard({what}): needs a count >= 0 and a loaded batch waiting")
-                pending.expected -= what
-                return 0
-            dropped, relieved = self._remove(lambda g: any(t.group_id == what for t in g), by_key=False)
-            if dropped < self.group_size:
-                self._owed_gids[what] = self.group_size - dropped
-            if pending is not None and relieved < self.group_size:
-                pending.expected -= self.group_size - relieved
-            self._notify_if_ready()
-            return dropped
-
-    def drop_where(self, predicate: Callable[[Trajectory], bool]) -> int:
-        """Drop every held group with a member matching `predicate`; returns trajectories dropped."""
-        with self._cond:
-            dropped, _ = self._remove(lambda g: any(predicate(t) for t in g), by_key=True)
-            self._notify_if_ready()
-            return dropped
-
     def close(self) -> None:
         """Refuse further trajectories and wake all waiters (batches already formed still come out)."""
         with self._cond:
@@ -219,36 +178,7 @@ class TrajectoryPool:
             self._cond.wait_for(lambda: self._closed or self._has_batch(), timeout)
             return self._pop()
 
-    def try_get_batch(self) -> Batch | None:
-        """The next batch if one is ready, else None."""
-        with self._cond:
-            return self._pop()
-
-    async def aget_batch(self, timeout: float | None = None) -> Batch | None:
-        """`get_batch` for asyncio callers: waits without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while True:
-            waiter = (loop, asyncio.Event())
-            with self._cond:
-                if self._closed or self._has_batch():
-                    return self._pop()
-                self._async_waiters.add(waiter)
-            try:
-                left = None if deadline is None else max(0.0, deadline - loop.time())
-                await asyncio.wait_for(waiter[1].wait(), left)
-            except TimeoutError:
-                return self.try_get_batch()
-            finally:
-                with self._cond:
-                    self._async_waiters.discard(waiter)
-
     # --- introspection ---------------------------------------------------------------------------
-
-    def __len__(self) -> int:
-        """Trajectories held (not yet handed out in a batch)."""
-        with self._cond:
-            return sum(len(g) for _, g in self._held())
 
     def stats(self) -> dict[str, Any]:
         """Sizes and counters: held, open (incomplete/unattributed) groups, ready, loaded, totals."""
@@ -315,39 +245,6 @@ class TrajectoryPool:
         for ld in self._loaded:
             yield from ld.groups.items()
 
-    @staticmethod
-    def _owed(owed: dict[Any, int], name: Any) -> bool:
-        """Whether `name` has members still owed (then count this one off)."""
-        if name not in owed:
-            return False
-        owed[name] -= 1
-        if not owed[name]:
-            del owed[name]
-        return True
-
-    def _remove(self, hit: Callable[[Group], bool], by_key: bool) -> tuple[int, int]:
-        """Drop the held groups `hit` picks, refusing their missing members by key if `by_key`;
-        returns (trajectories dropped, expectation relieved)."""
-        gone: list[tuple[Key, Group]] = [(k, g) for k, g in self._held() if hit(g)]
-        if not gone:
-            return 0, 0
-        ids = {id(g) for _, g in gone}
-        self._open = {k: g for k, g in self._open.items() if id(g) not in ids}
-        self._ready = [(k, g) for k, g in self._ready if id(g) not in ids]
-        relieved = 0
-        for ld in self._loaded:
-            for k in [k for k, g in ld.groups.items() if id(g) in ids]:
-                group = ld.groups.pop(k)
-                ld.arrived -= len(group)
-                ld.expected -= max(len(group), self._unit)
-                relieved += max(len(group), self._unit)
-        for k, g in gone if by_key else ():
-            if len(g) < self._unit:
-                self._owed_keys[k] = self._unit - len(g)
-        dropped = sum(len(g) for _, g in gone)
-        self._counts["dropped"] += dropped
-        return dropped, relieved
-
     def _has_batch(self) -> bool:
         if self.batch_ready == "batch_size_reached":
             return sum(len(g) for _, g in self._ready) >= self.batch_size
@@ -377,6 +274,3 @@ class TrajectoryPool:
 
     def _notify(self) -> None:
         self._cond.notify_all()
-        for loop, event in self._async_waiters:
-            with contextlib.suppress(RuntimeError):  # that loop is closed: its waiter is gone
-                loop.call_soon_threadsafe(event.set)

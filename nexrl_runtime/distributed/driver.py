@@ -17,7 +17,6 @@ import ray
 from nexrl_runtime.config.schema import NexRLConfig
 
 _lock = threading.Lock()
-_started_here = False
 
 
 def ray_address(config: NexRLConfig) -> str | None:
@@ -27,7 +26,6 @@ def ray_address(config: NexRLConfig) -> str | None:
 
 def connect(config: NexRLConfig) -> bool:
     """Make sure this process is connected to Ray; True when this call started a local Ray."""
-    global _started_here
     with _lock:
         if ray.is_initialized():
             return False
@@ -43,19 +41,12 @@ def connect(config: NexRLConfig) -> bool:
             include_dashboard=False,
             log_to_driver=True,
         )
-        _started_here = True
         atexit.register(shutdown)
         return True
 
 
-def started_here() -> bool:
-    return _started_here
-
-
 def shutdown() -> None:
     """Disconnect; stop the local Ray if this process started it (idempotent)."""
-    global _started_here
     with _lock:
         if ray.is_initialized():
             ray.shutdown()
-        _started_here = False

@@ -115,8 +115,3 @@ def kl_penalty(logprobs: Tensor, ref_logprobs: Tensor, estimator: KLEstimator = 
         # e^x - x - 1 >= 0 exactly; near x = 0 rounding can give -1e-16, so the clamp states the bound.
         return (neg.exp() - neg - 1.0).clamp(min=0.0)
     raise ValueError(f"unknown KL estimator {estimator!r}; expected 'k1', 'k2' or 'k3'")
-
-
-def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
-    """Mean of `values` over positions where mask is 1 (0 if the mask is empty)."""
-    return torch.where(mask.bool(), values, 0.0).sum() / mask.sum().clamp(min=1)

@@ -1,8 +1,7 @@
-"""TrajectoryPool: grouping, batch-ready rules, dropping, blocking/async waits and thread safety."""
+"""TrajectoryPool: grouping, batch-ready rules, blocking waits, closing and thread safety."""
 
 from __future__ import annotations
 
-import asyncio
 import random
 import threading
 from collections import Counter
@@ -28,12 +27,21 @@ def labels(batch: Batch | None) -> list[str]:
     return [t.group_id if t.run_id == "r" else f"{t.run_id}/{t.group_id}" for t in batch.trajectories]
 
 
+def ready(pool: TrajectoryPool) -> Batch | None:
+    """The next batch if one is ready now, else None."""
+    return pool.get_batch(timeout=0)
+
+
+def held(pool: TrajectoryPool) -> int:
+    return pool.stats()["held"]
+
+
 def feed(pool: TrajectoryPool, arrivals: str) -> list[list[str]]:
     """Put each space-separated label, popping batches after every put like an eager consumer."""
     out = []
     for label in arrivals.split():
-        pool.put(traj(label))
-        while (batch := pool.try_get_batch()) is not None:
+        pool.put_many([traj(label)])
+        while (batch := ready(pool)) is not None:
             out.append(labels(batch))
     return out
 
@@ -74,7 +82,7 @@ def test_compose_rule(spec: str, limit: int, chosen: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("grouping", "batch_size", "group_size", "arrivals", "batches", "held"),
+    ("grouping", "batch_size", "group_size", "arrivals", "batches", "still_held"),
     [
         ("none", 3, 4, "a b a c b c d", [["a", "b", "a"], ["c", "b", "c"]], 1),
         ("key", 4, 2, "a b a c b c", [["a", "a", "b", "b"]], 2),
@@ -86,25 +94,25 @@ def test_compose_rule(spec: str, limit: int, chosen: str) -> None:
     ],
 )
 def test_batch_size_reached(
-    grouping: Any, batch_size: int, group_size: int, arrivals: str, batches: list[list[str]], held: int
+    grouping: Any, batch_size: int, group_size: int, arrivals: str, batches: list[list[str]], still_held: int
 ) -> None:
     keys = ["run_id", "group_id"] if grouping == "hierarchical" else ["group_id"]
     pool = TrajectoryPool(batch_size, grouping, keys, "batch_size_reached", group_size)
     assert feed(pool, arrivals) == batches
-    assert len(pool) == held
+    assert held(pool) == still_held
 
 
 def test_group_keys_from_extra_and_errors() -> None:
     pool = TrajectoryPool(2, "key", ["prompt_id"], group_size=2)
     pool.put_many([traj("x", prompt_id=7), traj("y", prompt_id=7)])
-    assert labels(pool.try_get_batch()) == ["x", "y"]
+    assert labels(ready(pool)) == ["x", "y"]
     with pytest.raises(ValueError, match=r"group key 'prompt_id' is neither .* \(extra keys: \['z'\]\)"):
-        pool.put(traj("x", z=1))
+        pool.put_many([traj("x", z=1)])
     with pytest.raises(ValueError, match="need hashable values"):
-        pool.put(traj("x", prompt_id=[1]))
+        pool.put_many([traj("x", prompt_id=[1])])
     with pytest.raises(ValueError, match="prompt_id"):  # what came before the bad one stays
         pool.put_many([traj("x", prompt_id=1), traj("y")])
-    assert len(pool) == 1 and pool.stats()["received"] == 3
+    assert held(pool) == 1 and pool.stats()["received"] == 3
 
 
 def test_from_config() -> None:
@@ -148,11 +156,8 @@ def loaded(grouping: Any = "key", group_size: int = 2) -> TrajectoryPool:
         ("load:4 load:4 a b a c b d c d", [["a", "a", "b", "b"], ["c", "c", "d", "d"]]),
         ("load:2 a a b b", [["a", "a"]]),  # b has no loaded batch yet: held
         ("load:2 a a b b load:2", [["a", "a"], ["b", "b"]]),
-        ("load:4 a a b discard:1", [["a", "a", "b"]]),  # a short group once nothing more comes
-        ("load:6 a a b c c discard:b b", [["a", "a", "c", "c"]]),  # b dropped, late b refused
-        ("load:4 discard:b a a", [["a", "a"]]),  # cancelled before any member came
-        ("load:2 discard:a", [[]]),  # all discarded: an empty batch, not a hang
-        ("load:0", [[]]),
+        ("load:3 a a b", [["a", "a", "b"]]),  # a short group once nothing more comes
+        ("load:0", [[]]),  # nothing expected: an empty batch, not a hang
     ],
 )
 def test_loaded_batch_finished(steps: str, batches: list[list[str]]) -> None:
@@ -161,45 +166,22 @@ def test_loaded_batch_finished(steps: str, batches: list[list[str]]) -> None:
         verb, _, arg = step.partition(":")
         if verb == "load":
             pool.mark_loaded(int(arg))
-        elif verb == "discard":
-            pool.discard(int(arg) if arg.isdigit() else arg)
         else:
-            pool.put(traj(verb))
-        while (batch := pool.try_get_batch()) is not None:
+            pool.put_many([traj(verb)])
+        while (batch := ready(pool)) is not None:
             out.append(labels(batch))
     assert out == batches
 
 
 def test_loaded_none_grouping_and_misuse() -> None:
     pool = loaded("none", group_size=3)
-    pool.mark_loaded(6)
-    pool.put_many([traj("a"), traj("b"), traj("a")])
-    assert pool.discard("b") == 1  # cancels b's 3 samples: 1 held, 2 still owed
-    pool.put_many([traj("a"), traj("b")])
-    assert labels(pool.try_get_batch()) == ["a", "a", "a"]
-    with pytest.raises(RuntimeError, match="needs a count >= 0 and a loaded batch waiting"):
-        pool.discard(1)
+    pool.mark_loaded(3)
+    pool.put_many([traj("a"), traj("b"), traj("a")])  # "none": every trajectory is its own group
+    assert labels(ready(pool)) == ["a", "b", "a"]
+    with pytest.raises(ValueError, match="expected_count must be >= 0"):
+        pool.mark_loaded(-1)
     with pytest.raises(RuntimeError, match="only for batch_ready='loaded_batch_finished'"):
         TrajectoryPool(4).mark_loaded(4)
-
-
-# --- dropping --------------------------------------------------------------------------------
-
-
-def test_drop_where_drops_whole_groups_and_refuses_late_members() -> None:
-    pool = TrajectoryPool(4, "key", group_size=2)
-    pool.put_many([traj("a", 0), traj("a", 1), traj("b", 1), traj("c", 0)])
-    assert pool.drop_where(lambda t: t.policy_version < 1) == 3  # all of a (complete) and c
-    assert pool.put(traj("c", 2)) is False and pool.put(traj("b", 2)) is True
-    assert pool.put(traj("c", 3)) is True  # only c's missing member was refused: a new c group is welcome
-    assert pool.stats()["dropped"] == 4 and len(pool) == 3
-
-    pool = loaded()
-    pool.mark_loaded(4)
-    pool.put_many([traj("a", 0), traj("a", 1), traj("b", 1)])
-    assert pool.drop_where(lambda t: t.policy_version == 0) == 2  # a no longer expected
-    pool.put(traj("b", 1))
-    assert labels(pool.try_get_batch()) == ["b", "b"]
 
 
 # --- waiting ---------------------------------------------------------------------------------
@@ -219,29 +201,7 @@ def test_get_batch_waits_for_a_producer_and_close_wakes_waiters() -> None:
     pool.close()
     waiter.join(5)
     assert not waiter.is_alive() and results == [None]
-    assert pool.put(traj("b")) is False and pool.stats()["closed"]
-
-
-@pytest.mark.timeout(20)
-def test_aget_batch_does_not_block_the_loop() -> None:
-    async def main() -> None:
-        pool = TrajectoryPool(2, group_size=2)
-        assert await pool.aget_batch(timeout=0.01) is None
-        cancelled = asyncio.create_task(pool.aget_batch())
-        await asyncio.sleep(0)
-        cancelled.cancel()  # a cancelled waiter must not swallow a batch
-        waiting = asyncio.create_task(pool.aget_batch(timeout=5))
-        for _ in range(3):  # `waiting` runs and parks; a blocking wait would stall here for 5 s
-            await asyncio.sleep(0)
-        assert not waiting.done()
-        await asyncio.get_running_loop().run_in_executor(None, pool.put_many, [traj("a")] * 2)
-        assert labels(await asyncio.wait_for(waiting, 5)) == ["a", "a"]
-        closing = asyncio.create_task(pool.aget_batch())
-        await asyncio.sleep(0)
-        pool.close()
-        assert await asyncio.wait_for(closing, 5) is None
-
-    asyncio.run(main())
+    assert pool.put_many([traj("b")]) == 0 and pool.stats()["closed"] and pool.stats()["dropped"] == 1
 
 
 # --- invariants under concurrency and random arrival orders -----------------------------------
@@ -272,7 +232,7 @@ def test_threads_lose_nothing_and_never_split(grouping: Any, batch_ready: Any) -
         order = list(range(groups))
         random.Random(p).shuffle(order)
         for g in order:
-            pool.put(traj(f"run{g % 5}/g{g}", uid=(g, p)))
+            pool.put_many([traj(f"run{g % 5}/g{g}", uid=(g, p))])
 
     threads = [threading.Thread(target=produce, args=(p,)) for p in range(producers)]
     for t in threads:
@@ -306,11 +266,11 @@ def test_random_arrivals_keep_invariants(
     rnd.shuffle(arrivals)
     batches = []
     for label, k in arrivals:
-        pool.put(traj(label, uid=(label, k)))
-        while (b := pool.try_get_batch()) is not None:
+        pool.put_many([traj(label, uid=(label, k))])
+        while (b := ready(pool)) is not None:
             batches.append(b)
     assert all(len(b) == pool.batch_size for b in batches)
     check_batches(batches, group_size, grouping == "hierarchical")
     released = [t.extra["uid"] for b in batches for t in b.trajectories]
-    assert len(released) == len(set(released)) and len(released) + len(pool) == len(arrivals)
-    assert len(pool) < pool.batch_size
+    assert len(released) == len(set(released)) and len(released) + held(pool) == len(arrivals)
+    assert held(pool) < pool.batch_size
