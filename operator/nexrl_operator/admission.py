@@ -20,6 +20,8 @@ One ``plan`` call looks at everything at once and is cheap enough to repeat on e
   GPUs of that namespace only, so it never stalls other teams.
 * **Never fits** (more than maxGpusPerJob, a total, type or ResourceQuota limit): rejected,
   with the limit in the message. Re-evaluated on every pass: raising the limit brings it back.
+* **Stable**: a plan admits until nothing more fits, so planning again on its result admits
+  nothing (see ``plan``); a job never waits in one reconcile and is admitted in the next.
 * **Scale-up** of an admitted job (``inference.replicas``) waits in line like a new job for the
   GPUs it adds; until then the job keeps the GPUs it was admitted for.
 """
@@ -330,13 +332,35 @@ def plan(jobs: Sequence[Demand], quotas: Sequence[Quota], namespaces: Mapping[st
 
     ``namespaces``: name -> labels of the namespaces known (for ``namespaceSelector``); namespaces
     of jobs and quota lists are added. ``limits``: the ``requests.<GPU resource>`` ResourceQuotas.
+
+    Passes repeat, each holding what the ones before admitted, until a pass admits nothing: an
+    admission raises its namespace's share, which can reorder the queue behind it, so one pass
+    alone is not stable (the next reconcile would admit more). The result is a fixpoint: planning
+    again on it admits nothing.
     """
+    current, admitted_here = list(jobs), set()
+    while True:
+        result = _one_pass(current, quotas, namespaces, limits, settled=jobs)
+        fresh = {uid for uid, decision in result.decisions.items() if decision.new}
+        if not fresh:
+            break
+        admitted_here |= fresh
+        current = [dataclasses.replace(d, admitted=result.decisions[d.uid].gpus) if d.uid in fresh else d
+                   for d in current]
+    for uid in admitted_here:
+        result.decisions[uid] = dataclasses.replace(result.decisions[uid], new=True)
+    return result
+
+
+def _one_pass(jobs: Sequence[Demand], quotas: Sequence[Quota], namespaces: Mapping[str, Mapping[str, str]],
+              limits: Sequence[ResourceQuotaLimit], settled: Sequence[Demand]) -> Plan:
+    """One pass in policy order; ``settled``: the jobs as observed, for what ResourceQuotas already count."""
     labels = {ns: {**dict(lbl), "kubernetes.io/metadata.name": ns} for ns, lbl in namespaces.items()}
     for name in [d.namespace for d in jobs] + [ns for q in quotas for ns in q.spec.namespaces]:
         labels.setdefault(name, {"kubernetes.io/metadata.name": name})
     selected = selecting(quotas, labels)
     owner = {ns: found[0] for ns, found in selected.items() if found}
-    rq_pools = _rq_pools(limits, jobs)
+    rq_pools = _rq_pools(limits, settled)
     groups: dict[str, _Group] = {q.name: _Group(q, rq_pools) for q in quotas}
     for demand in jobs:
         quota = owner.get(demand.namespace)

@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from nexrl_operator.admission import Demand, Plan, Quota, ResourceQuotaLimit, State, plan
 from nexrl_operator.quota_api import LabelSelector, NexRLQuotaSpec
@@ -271,8 +271,18 @@ def workloads(draw: st.DrawFn) -> tuple[list[Demand], Quota]:
     return jobs, quota("q", **spec)
 
 
+# Found by the search: team-b's new 8-GPU job, blocked only by the running-job slot, held back 8
+# GPUs, so team-a's older scale-up waited; team-b's own scale-up then raised team-b's share, and
+# the next pass put team-a first and admitted it. Admission repeats its pass until it is stable.
+SLOT_BLOCKED_RESERVER = ([job("j0", 2, ns="team-a", t=0, admitted=1), job("j1", 8, ns="team-b", t=1),
+                          job("j2", 0, ns="team-a", t=2), job("j3", 2, ns="team-b", t=3, admitted=1)],
+                         quota("q", namespaces=["team-a", "team-b"], gpus=11, maxRunningJobs=1,
+                               namespaceSettings=[{"namespace": "team-b", "weight": 2}]))
+
+
 @settings(max_examples=200, deadline=None)
 @given(workloads())
+@example(SLOT_BLOCKED_RESERVER)
 def test_new_admissions_never_exceed_a_limit_and_a_second_pass_changes_nothing(
         workload: tuple[list[Demand], Quota]) -> None:
     jobs, q = workload
@@ -283,3 +293,12 @@ def test_new_admissions_never_exceed_a_limit_and_a_second_pass_changes_nothing(
     again = decide(hold(result, jobs), q)
     assert not any(d.new for d in again.decisions.values())
     assert states(again) == states(result)
+
+
+def test_a_plan_admits_everything_that_fits_in_one_call() -> None:
+    jobs, q = SLOT_BLOCKED_RESERVER
+    result = decide(jobs, q)
+    assert {uid: (d.state.value, d.gpus, d.new) for uid, d in result.decisions.items()} == {
+        "team-a/j0": ("Admitted", 2, True), "team-b/j3": ("Admitted", 2, True),
+        "team-b/j1": ("Queued", 8, False), "team-a/j2": ("Queued", 0, False)}
+    assert result.quotas["q"].in_use == 4
