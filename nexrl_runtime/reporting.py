@@ -2,7 +2,7 @@
 `kubectl get nexrljobs` shows them. In a pod only, with its service account; best effort.
 
 Plain httpx, no Kubernetes client: the runtime does not depend on kubernetes or kopf. The body
-and path are nexrl_operator.progress's (a test keeps the two equal). See docs/operator-runtime.md.
+and path come from nexrl_runtime.contract, which the operator imports too. See docs/operator-runtime.md.
 """
 
 from __future__ import annotations
@@ -20,8 +20,7 @@ from typing import Any
 
 import httpx
 
-from nexrl_runtime.config.schema import ClusterConfig
-from nexrl_runtime.status_patch import MERGE_PATCH, progress_patch, status_path
+from nexrl_runtime.contract import MERGE_PATCH, ClusterConfig, progress_patch, status_path
 
 log = logging.getLogger(__name__)
 

@@ -8,13 +8,9 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class Strict(BaseModel):
-    """Base for config sections: unknown keys are errors, not silently ignored."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from nexrl_runtime.contract import ClusterConfig, Strict
 
 
 class ModelConfig(Strict):
@@ -176,30 +172,6 @@ class LoggingConfig(Strict):
     console_every: int = Field(1, ge=1)
     progress_bar: bool = True
     plot: bool = True
-
-
-class ClusterInference(Strict):
-    base_urls: list[str] = Field(default_factory=list)
-    replicas: int = Field(0, ge=0)
-    gpus_per_replica: int = Field(0, ge=0)
-
-
-class ClusterTrainer(Strict):
-    nodes: int = Field(0, ge=0)
-    gpus_per_node: int = Field(0, ge=0)
-    base_url: str | None = None
-
-
-class ClusterConfig(Strict):
-    """Written by the operator: where the services are and how many GPUs the pods hold, so the
-    runtime asks Ray for exactly what the pods have."""
-
-    namespace: str | None = None
-    job_name: str | None = None
-    ray_address: str | None = None
-    inference: ClusterInference = ClusterInference()
-    trainer: ClusterTrainer = ClusterTrainer()
-    rollout_workers: int = Field(0, ge=0)
 
 
 RayRoleName = Literal["trainer", "rollout", "engine", "validator"]

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "e2e"))  # the emul
 from apiserver_model import Fault
 from harness import EmulatorThread
 
-from nexrl_runtime.config.schema import ClusterConfig
+from nexrl_runtime.contract import ClusterConfig
 from nexrl_runtime.reporting import (
     USER_AGENT,
     ApiAccess,

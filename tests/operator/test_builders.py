@@ -15,7 +15,7 @@ from nexrl_operator.api import GPU_RESOURCE, NexRLJob, total_gpus
 from nexrl_operator.builders import OperatorDefaults, build_children
 from nexrl_operator.validation import JobValidationError, parse_job, validate_job
 
-from nexrl_runtime.config.schema import ClusterConfig
+from nexrl_runtime.contract import ClusterConfig
 
 Manifest = dict[str, Any]
 MakeJob = Callable[..., NexRLJob]

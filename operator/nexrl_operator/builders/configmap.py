@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import yaml
 
-from nexrl_runtime.config.schema import ClusterConfig, ClusterInference, ClusterTrainer
+from nexrl_runtime.contract import ClusterConfig, ClusterInference, ClusterTrainer
 
 from .commands import all_overrides
 from .common import HTTP_PORT, Context, Manifest, manifest, metadata
