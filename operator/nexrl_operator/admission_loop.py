@@ -33,6 +33,7 @@ from .job_status import Observation, desired_status, status_patch
 from .kube import ApiError, Kube
 from .quota_api import QUOTA_KIND
 from .quota_views import JobView, QuotaView, quota_status
+from .settings import RETRY_DELAY
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,6 @@ logger = logging.getLogger(__name__)
 JOBS, QUOTAS = "nexrl_jobs", "nexrl_quotas"
 RESOURCE_QUOTAS, NAMESPACES = "resource_quotas", "namespace_labels"
 DEBOUNCE = 0.05
-RETRY_DELAY = 5.0
 
 
 def _now() -> str:

@@ -34,15 +34,12 @@ from .job_status import (
     summarize,
 )
 from .kube import ApiError, Kube, Outcome, ensure
-from .main import DEFAULT_STATUS_INTERVAL
 from .metrics import counted
 from .naming import child_names
 from .quota_views import admitted_spec, job_view
+from .settings import DEFAULT_STATUS_INTERVAL, RETRY_DELAY, WORKLOADS
 from .spec_changes import APPLIED_SPEC
 from .validation import JobValidationError, parse_job
-
-WORKLOADS = (("ray.io", "v1", "rayjobs"), ("apps", "v1", "deployments"), ("apps", "v1", "statefulsets"))
-RETRY_DELAY = 5.0
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,13 +11,12 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from .settings import DEFAULT_STATUS_INTERVAL, PREFIX, WORKLOADS
+
 if TYPE_CHECKING:
     import kopf
 
     from .builders import OperatorDefaults
-
-PREFIX = "nexrl.io"
-DEFAULT_STATUS_INTERVAL = 5.0
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -48,12 +47,11 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def settings() -> kopf.OperatorSettings:
+def kopf_settings() -> kopf.OperatorSettings:
     """kopf settings: our finalizer and annotation prefixes, events from `nexrl-operator`, watch filters."""
     import kopf
 
     from .builders.common import JOB_LABEL
-    from .handlers import WORKLOADS
 
     s = kopf.OperatorSettings()
     s.persistence.finalizer = f"{PREFIX}/finalizer"
@@ -94,7 +92,7 @@ def run(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
         metrics.serve(args.metrics_port, args.metrics_address)
     kopf.run(
         registry=registry,
-        settings=settings(),
+        settings=kopf_settings(),
         standalone=args.peering is None,
         peering_name=args.peering,
         clusterwide=not args.namespace,
