@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import datetime
 import logging
 import time
 from collections.abc import Mapping
 from typing import Any
 
-from . import metrics
+from . import metrics, timestamps
 from .admission import Decision, Demand, Plan, State, admitted_message, plan, selecting
 from .api import API_VERSION, KIND
 from .job_status import Observation, desired_status, status_patch
@@ -41,18 +40,6 @@ logger = logging.getLogger(__name__)
 JOBS, QUOTAS = "nexrl_jobs", "nexrl_quotas"
 RESOURCE_QUOTAS, NAMESPACES = "resource_quotas", "namespace_labels"
 DEBOUNCE = 0.05
-
-
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _seconds_since(timestamp: str) -> float:
-    try:
-        since = datetime.datetime.fromisoformat(timestamp)
-    except ValueError:
-        return 0.0
-    return max(0.0, (datetime.datetime.now(datetime.UTC) - since).total_seconds())
 
 
 class Admitter:
@@ -156,7 +143,7 @@ class Admitter:
         self.committed[view.uid] = decision.gpus
         self._version += 1
         if view.demand is not None and view.demand.admitted is None:
-            metrics.ADMISSION_WAIT.observe(_seconds_since(view.waiting_since))
+            metrics.ADMISSION_WAIT.observe(timestamps.seconds_since(view.waiting_since))
 
     # --- the loop ----------------------------------------------------------------------------------
 
@@ -202,7 +189,7 @@ class Admitter:
 
     async def _write_waiting(self, view: JobView, decision: Decision) -> bool:
         """Write a waiting job's status; False when a message-only change was put off (throttled)."""
-        obs = Observation(view.generation, view.status, _now(), spec=view.spec,
+        obs = Observation(view.generation, view.status, timestamps.now(), spec=view.spec,
                           restart_fields=view.restart_fields, admission=decision)
         changes = status_patch(view.status, desired_status(obs))
         if not changes:

@@ -38,6 +38,13 @@ def _config(extra: Literal["forbid", "ignore"] = "forbid", **schema: Any) -> Con
     )
 
 
+def _exactly_one(where: str, first: str, second: str) -> ConfigDict:
+    """Model config with a CEL rule: exactly one of two fields (API spelling) is set."""
+    rule = {"rule": f"has(self.{first}) != has(self.{second})",
+            "message": f"set exactly one of {where}.{first} and {where}.{second}"}
+    return _config(**{"x-kubernetes-validations": [rule]})
+
+
 class ApiModel(BaseModel):
     """Base of the spec models: unknown fields are errors (the API server prunes them anyway)."""
 
@@ -93,16 +100,7 @@ class HeadSpec(ApiModel):
 class StorageSpec(ApiModel):
     """A volume mounted in every pod: an existing PVC, or a new one owned by the job."""
 
-    model_config = _config(
-        **{
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.existingClaim) != has(self.size)",
-                    "message": "set exactly one of storage.existingClaim and storage.size",
-                }
-            ]
-        }
-    )
+    model_config = _exactly_one("storage", "existingClaim", "size")
 
     existing_claim: str | None = Field(None, min_length=1, description="use this PVC (not owned)")
     size: Quantity | None = Field(None, description="create a PVC of this size, deleted with the job")
@@ -140,16 +138,7 @@ class SchedulingSpec(ApiModel):
 class NexRLJobSpec(ApiModel):
     """What to train and with how many GPUs."""
 
-    model_config = _config(
-        **{
-            "x-kubernetes-validations": [
-                {
-                    "rule": "has(self.recipe) != has(self.config)",
-                    "message": "set exactly one of spec.recipe and spec.config",
-                }
-            ]
-        }
-    )
+    model_config = _exactly_one("spec", "recipe", "config")
 
     recipe: str | None = Field(None, min_length=1, description="recipe YAML path inside the image")
     config: dict[str, Any] | None = Field(None, description="inline recipe (instead of spec.recipe)")

@@ -9,14 +9,13 @@ I/O. ``register`` wires them into a registry.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import kopf
 
-from . import child_patches, quota_handlers, spec_changes
+from . import child_patches, quota_handlers, spec_changes, timestamps
 from .admission import Decision, State
 from .api import GROUP, PLURAL, VERSION, NexRLJob
 from .builders import NO_DEFAULTS, build_children
@@ -52,8 +51,9 @@ class Options:
     """watch NexRLQuotas and Namespaces (needs cluster-wide read access to them)"""
 
 
-def _now() -> str:
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+def _observe(meta: Mapping[str, Any], status: Mapping[str, Any], **fields: Any) -> Observation:
+    """An observation of the job with this metadata and status, taken now."""
+    return Observation(meta.get("generation") or 1, status, timestamps.now(), **fields)
 
 
 def _observed(uid: str, indexes: Mapping[str, Any]) -> dict[str, Child]:
@@ -169,22 +169,21 @@ async def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, fresh:
         job = parse_job(body)
     except JobValidationError as exc:
         kopf.warn(body, reason="ValidationFailed", message=str(exc))
-        obs = Observation(meta.get("generation") or 1, status, _now(), invalid=str(exc))
+        obs = _observe(meta, status, invalid=str(exc))
         _write(body, patch, status, desired_status(obs))
         return
     restart = spec_changes.pending_restart(meta, job.spec)
     decision, built = _admit(body, job, memo)
     if decision is not None and decision.state is not State.ADMITTED:  # Queued or rejected: no children
-        obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, restart_fields=restart,
-                          admission=decision)
+        obs = _observe(meta, status, spec=job.spec, restart_fields=restart, admission=decision)
         _write(body, patch, status, desired_status(obs), memo)
         return
     seen = await _converge(body, built, memo, kwargs, fresh=fresh, restart=restart)
     if not (meta.get("annotations") or {}).get(APPLIED_SPEC):
         applied = json.dumps(spec_changes.spec_dump(job.spec), sort_keys=True, separators=(",", ":"))
         patch.metadata.annotations[APPLIED_SPEC] = applied
-    obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, children=seen.children,
-                      names=seen.names, restart_fields=restart, conflicts=seen.conflicts, admission=decision)
+    obs = _observe(meta, status, spec=job.spec, children=seen.children, names=seen.names,
+                   restart_fields=restart, conflicts=seen.conflicts, admission=decision)
     _write(body, patch, status, desired_status(obs), memo)
 
 
@@ -230,9 +229,8 @@ async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **
     if decision is not None and decision.state is not State.ADMITTED:
         return  # a waiting job's status is the admission loop's to write (on every change)
     observed = _observed(meta["uid"], kwargs)
-    obs = Observation(meta.get("generation") or 1, status, _now(), spec=job.spec, children=observed,
-                      names=status.get("children") or {}, restart_fields=restart,
-                      conflicts=getattr(memo, "conflicts", []), admission=decision)
+    obs = _observe(meta, status, spec=job.spec, children=observed, names=status.get("children") or {},
+                   restart_fields=restart, conflicts=getattr(memo, "conflicts", []), admission=decision)
     rayjob = observed.get("rayjob")
     if rayjob is not None and should_restart(obs) and getattr(memo, "restarted", None) != rayjob.uid:
         stub = {"apiVersion": "ray.io/v1", "kind": "RayJob",

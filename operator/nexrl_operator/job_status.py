@@ -13,6 +13,7 @@ from typing import Any
 
 from .admission import Decision, State
 from .api import NexRLJobSpec, Phase, total_gpus
+from .child_patches import kueue_managed
 
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 RELEASED = TERMINAL | {Phase.SUSPENDED}
@@ -71,7 +72,7 @@ def summarize(obj: Mapping[str, Any]) -> Child:
         replicas=int(spec.get("replicas") or 0),
         ready=int(status.get("readyReplicas") or 0),
         suspend=bool(spec.get("suspend")),
-        kueue="kueue.x-k8s.io/queue-name" in (meta.get("labels") or {}),
+        kueue=kueue_managed(obj),
         job_status=status.get("jobStatus") or "",
         deployment_status=status.get("jobDeploymentStatus") or "",
         message=status.get("message") or "",
@@ -114,12 +115,13 @@ def is_finished(status: Mapping[str, Any]) -> bool:
     was rejected by its quota (a higher limit or a smaller spec may let it in)."""
     if status.get("phase") not in TERMINAL:
         return False
-    valid = _old_condition(status, "Valid")
-    admitted = _old_condition(status, "Admitted")
+    valid = find_condition(status, "Valid")
+    admitted = find_condition(status, "Admitted")
     return valid.get("status") != "False" and admitted.get("reason") != QUOTA_EXCEEDED
 
 
-def _old_condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+def find_condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
+    """The condition of this type in a status ({} when it has none)."""
     return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
 
 
@@ -163,7 +165,7 @@ def verdict(obs: Observation) -> Verdict:
         return Verdict(Phase.FAILED, "ValidationFailed", obs.invalid or "the spec is invalid")
     if is_finished(obs.status):
         phase = Phase(obs.status["phase"])
-        old = _old_condition(obs.status, "Complete" if phase == Phase.SUCCEEDED else "Failed")
+        old = find_condition(obs.status, "Complete" if phase == Phase.SUCCEEDED else "Failed")
         return Verdict(phase, old.get("reason") or "Finished", obs.status.get("message") or "finished")
     spec, rayjob = obs.spec, obs.children.get("rayjob")
     if obs.restarted:
@@ -237,7 +239,7 @@ def _spec_applied(obs: Observation) -> dict[str, Any]:
 def _admitted(obs: Observation, v: Verdict) -> dict[str, Any] | None:
     """Admitted: whether the job holds GPUs of its quota, or why not; None if it never took part."""
     if obs.invalid is not None:  # an invalid edit changes nothing that runs: the admission stands
-        old = _old_condition(obs.status, "Admitted")
+        old = find_condition(obs.status, "Admitted")
         return {key: old[key] for key in ("type", "status", "reason", "message")} if old else None
     decision = obs.admission
     if decision is not None and decision.state is State.QUEUED:
@@ -246,7 +248,7 @@ def _admitted(obs: Observation, v: Verdict) -> dict[str, Any] | None:
         return _condition("Admitted", False, QUOTA_EXCEEDED, decision.message)
     if decision is not None and v.phase not in RELEASED:
         return _condition("Admitted", True, "Admitted", decision.message)
-    if decision is not None or _old_condition(obs.status, "Admitted"):
+    if decision is not None or find_condition(obs.status, "Admitted"):
         message = f"the job is {v.phase.value.lower()}; it holds no GPUs"
         return _condition("Admitted", False, "Released", message)
     return None

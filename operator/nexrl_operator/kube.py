@@ -15,10 +15,11 @@ from typing import Any
 from kubernetes.aio import client as aio_client
 from kubernetes.aio import config as aio_config
 
+from nexrl_runtime.contract import MERGE_PATCH
+
 from . import child_patches
 
 Manifest = dict[str, Any]
-MERGE_PATCH = "application/merge-patch+json"
 USER_AGENT = "nexrl-operator"
 """Sent with the operator's own requests (kopf's carry kopf's), so audit logs tell them apart."""
 

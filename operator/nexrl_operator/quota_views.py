@@ -17,7 +17,7 @@ from pydantic import ValidationError
 from . import spec_changes
 from .admission import Demand, Quota, QuotaUsage, ResourceQuotaLimit
 from .api import GPU_RESOURCE, NexRLJobSpec, Phase, total_gpus
-from .job_status import is_finished
+from .job_status import find_condition, is_finished
 from .quota_api import GpuTypeStatus, NexRLQuotaSpec, NexRLQuotaStatus
 from .validation import JobValidationError, parse_job
 
@@ -53,10 +53,6 @@ class QuotaView:
     generation: int
     status: Mapping[str, Any]
     error: str | None = None
-
-
-def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any]:
-    return next((c for c in status.get("conditions") or [] if c.get("type") == type_), {})
 
 
 def gpu_shape(spec: NexRLJobSpec, applied: Mapping[str, Any] | None) -> NexRLJobSpec:
@@ -107,7 +103,7 @@ def job_view(body: Mapping[str, Any]) -> JobView:
         return view
     admitted = status.get("admittedGpus")
     gpus = total_gpus(started)
-    admission = _condition(status, "Admitted")
+    admission = find_condition(status, "Admitted")
     if admitted is None and not admission and status.get("phase") in HELD_PHASES:
         admitted = gpus  # started before quotas existed: it holds what it asks
     waiting = admission.get("lastTransitionTime") if admission.get("status") == "False" else None
