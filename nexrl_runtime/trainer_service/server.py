@@ -11,8 +11,6 @@ import os
 import random
 import socket
 import sys
-import threading
-import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -136,7 +134,8 @@ def bind(host: str, port: int) -> socket.socket:
     return socket.create_server((host, port), reuse_port=False)
 
 
-def _uvicorn(app: FastAPI) -> uvicorn.Server:
+def uvicorn_server(app: FastAPI) -> uvicorn.Server:
+    """The service's uvicorn settings (quiet, no lifespan), for `serve` and in-thread test servers."""
     return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
 
 
@@ -146,44 +145,7 @@ def serve(config: NexRLConfig, host: str, port: int, device: str = "auto") -> No
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
     print(f"nexrl serve-trainer: listening on http://{bound_host}:{bound_port}", flush=True)
-    _uvicorn(create_app(service)).run(sockets=[sock])
-
-
-class ThreadedServer:
-    """The app on a loopback port in a background thread (tests, local runs); a context manager."""
-
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0) -> None:
-        self.server = _uvicorn(app)
-        self.sock = bind(host, port)
-        host, port = self.sock.getsockname()[:2]
-        self.url = f"http://{host}:{port}"
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, name="trainer-service", daemon=True
-        )
-
-    def start(self, timeout: float = 30.0) -> ThreadedServer:
-        self.thread.start()
-        deadline = time.monotonic() + timeout
-        while not self.server.started:  # uvicorn exposes a flag, not an event
-            if not self.thread.is_alive():
-                raise RuntimeError("the training service thread exited before it started")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the training service did not start within {timeout} s")
-            time.sleep(0.01)
-        return self
-
-    def stop(self, timeout: float = 30.0) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout)
-        self.sock.close()
-        if self.thread.is_alive():
-            raise TimeoutError(f"the training service thread did not stop within {timeout} s")
-
-    def __enter__(self) -> ThreadedServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    uvicorn_server(create_app(service)).run(sockets=[sock])
 
 
 def main(config: NexRLConfig, host: str, port: int, device: str) -> int:

@@ -1,14 +1,20 @@
-"""Helpers to run the default recipe, shortened, inside a test."""
+"""Helpers to run the default recipe, shortened, inside a test; the test doubles of tests/support
+(fake OpenAI server, threaded server) made importable."""
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 
 from nexrl_runtime.config import load_config
 from nexrl_runtime.controller import RunSummary, run_recipe
+
+SUPPORT = str(Path(__file__).resolve().parents[1] / "support")
+if SUPPORT not in sys.path:
+    sys.path.insert(0, SUPPORT)
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipe" / "arithmetic" / "arithmetic.yaml"
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 import pytest
 import torch
+from threaded_server import ThreadedServer
 
 from nexrl_runtime.config import load_config
 from nexrl_runtime.config.schema import NexRLConfig
@@ -36,7 +37,7 @@ from nexrl_runtime.trainer.losses import token_logprobs
 from nexrl_runtime.trainer_service.api import Datum, ForwardBackwardRequest, Norm
 from nexrl_runtime.trainer_service.client import TrainerClient, TrainerServiceError
 from nexrl_runtime.trainer_service.remote_trainer import RemoteApiTrainer
-from nexrl_runtime.trainer_service.server import ThreadedServer, build_service, create_app
+from nexrl_runtime.trainer_service.server import build_service, create_app
 from nexrl_runtime.types import Batch, Trajectory
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipe" / "arithmetic" / "arithmetic.yaml"

@@ -9,15 +9,15 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import torch
+from fake_openai_server import LocalServerState, create_app
+from threaded_server import ThreadedServer
 
 from nexrl_runtime.config.schema import ModelConfig
 from nexrl_runtime.inference import LocalEngine, OpenAIEngine, SamplingParams
 from nexrl_runtime.inference.http_util import InferenceHTTPError
-from nexrl_runtime.inference.local_server import LocalServerState, create_app
 from nexrl_runtime.inference.vllm_server import free_port
 from nexrl_runtime.inference.vllm_weights import DiskWeightPusher, savable
 from nexrl_runtime.models import build_policy
-from nexrl_runtime.trainer_service.server import ThreadedServer
 
 GREEDY = SamplingParams(temperature=0.0, max_new_tokens=6)
 

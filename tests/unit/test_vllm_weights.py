@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_openai_server import LocalServerState, Receiver, create_app
+from threaded_server import ThreadedServer
 
 from nexrl_runtime.config.schema import NexRLConfig, VLLMServerConfig
 from nexrl_runtime.inference import LocalEngine, OpenAIEngine, build_engines
-from nexrl_runtime.inference.local_server import LocalServerState, Receiver, create_app
 from nexrl_runtime.inference.vllm_server import ServerSpec, VLLMServer, build_spec, free_port
 from nexrl_runtime.inference.vllm_weights import DiskWeightPusher, NcclWeightPusher
 from nexrl_runtime.models import build_policy
-from nexrl_runtime.trainer_service.server import ThreadedServer
 from tests.unit.test_openai_client import GREEDY, paths, prompts, tiny_engine
 
 

@@ -3,10 +3,10 @@ uses: /v1/completions and /v1/chat/completions with `return_token_ids` and logpr
 /health, and the dev-mode weight routes (/pause, /resume, /collective_rpc reload_weights,
 /update_weight_version, /weight_info, /get_world_size and the weight-transfer family).
 
-It is how the OpenAI client, the replica balancing and both weight-sync routes are tested without
-vLLM. `LocalServerState.requests` logs every call; `fail_next` makes the next calls answer with
-given statuses and `delay_s` slows generation (fault injection); `receiver` stands in for the
-NCCL data plane of /update_weights.
+A test double, not shipped: it is how the OpenAI client, the replica balancing and both weight-sync
+routes are tested without vLLM. `LocalServerState.requests` logs every call; `fail_next` makes the
+next calls answer with given statuses and `delay_s` slows generation (fault injection); `receiver`
+stands in for the NCCL data plane of /update_weights.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def sampling(body: dict[str, Any]) -> SamplingParams:
 
 
 def create_app(state: LocalServerState) -> FastAPI:
-    """The FastAPI app over `state` (serve it with trainer_service.server.ThreadedServer or uvicorn)."""
+    """The FastAPI app over `state` (serve it with threaded_server.ThreadedServer or uvicorn)."""
     app = FastAPI(title="nexrl local OpenAI-compatible server")
 
     @app.middleware("http")
