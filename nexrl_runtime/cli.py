@@ -42,7 +42,7 @@ def legacy_parser() -> argparse.ArgumentParser:
 
 
 def run(config_path: str, overrides: list[str], cluster: str | None) -> int:
-    from nexrl_runtime.controller import run_recipe  # heavy imports (torch) only when running
+    from nexrl_runtime.launch import run_recipe  # heavy imports (torch) only when running
 
     try:
         config = load_config(config_path, overrides, cluster)

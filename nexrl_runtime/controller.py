@@ -49,14 +49,17 @@ class RunSummary:
 class Controller:
     """Builds every module from the config (so config errors surface before any work), then runs.
 
-    The `_build_*` hooks make the modules; RayController (launch_mode=ray) overrides them with
-    actor-backed stand-ins and reuses everything else."""
+    The `_build_*` hooks make the modules; RayController (launch_mode=ray, in
+    nexrl_runtime/distributed/ray_controller.py) overrides them with actor-backed stand-ins and
+    reuses everything else. nexrl_runtime/launch.py picks between the two."""
 
     launch_modes: tuple[str, ...] = ("local",)
 
     def __init__(self, config: NexRLConfig, echo: TextIO | None = sys.stdout):
         if config.launch_mode not in self.launch_modes:
-            raise NotImplementedError(f"{type(self).__name__} runs {self.launch_modes}; use run_recipe")
+            raise NotImplementedError(
+                f"{type(self).__name__} runs {self.launch_modes}; use nexrl_runtime.launch.run_recipe"
+            )
         if config.mode == "training-service":
             service_url(config)  # a missing URL is a config error, before any work
         self.cfg = config
@@ -217,12 +220,4 @@ class Controller:
         return out
 
 
-def run_recipe(config: NexRLConfig, echo: TextIO | None = sys.stdout) -> RunSummary:
-    if config.launch_mode == "ray":
-        from nexrl_runtime.distributed import RayController  # Ray is imported only for Ray runs
-
-        return RayController(config, echo).run()
-    return Controller(config, echo).run()
-
-
-__all__ = ["Controller", "RunSummary", "load_object", "run_recipe"]
+__all__ = ["Controller", "RunSummary", "load_object"]

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from nexrl_runtime.config import load_config
-from nexrl_runtime.controller import RunSummary, run_recipe
+from nexrl_runtime.controller import RunSummary
+from nexrl_runtime.launch import run_recipe
 
 SUPPORT = str(Path(__file__).resolve().parents[1] / "support")
 if SUPPORT not in sys.path:
