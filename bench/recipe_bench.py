@@ -17,12 +17,12 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from nexrl_runtime.config import NexRLConfig, load_config
 from nexrl_runtime.data.loader import DataLoader
 from nexrl_runtime.data.readers import load_items
+from nexrl_runtime.held_out import evaluate_held_out, held_out_items
 from nexrl_runtime.inference.local import LocalEngine
 from nexrl_runtime.models import build_policy
 from nexrl_runtime.registry import resolve_class
 from nexrl_runtime.rollout.evaluator import Evaluator
 from nexrl_runtime.rollout.worker import RolloutWorker
-from nexrl_runtime.validator import held_out_items, validate
 from nexrl_runtime.warm_start import warm_start
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,7 +61,7 @@ def warm_started_state(cfg: NexRLConfig) -> tuple[State, PreTrainedModel, PreTra
 
 class HeldOutEval:
     """Greedy accuracy on the recipe's validation file, computed the same way for any model: NexRL's
-    validator on a private engine copy of the weights (so evaluation never touches training state)."""
+    held-out evaluation on a private engine copy of the weights (so it never touches training state)."""
 
     def __init__(self, cfg: NexRLConfig, model: PreTrainedModel, tok: PreTrainedTokenizerBase) -> None:
         v = cfg.validation
@@ -76,7 +76,7 @@ class HeldOutEval:
 
     def __call__(self, state: Mapping[str, torch.Tensor]) -> float:
         self.engine.load_weights(state, 0)
-        return validate(self.worker, self.items, greedy=True).get("val_accuracy", 0.0)
+        return evaluate_held_out(self.worker, self.items, greedy=True).get("val_accuracy", 0.0)
 
 
 def recipe_fingerprint(cfg: NexRLConfig) -> str:

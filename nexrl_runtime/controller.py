@@ -15,7 +15,8 @@ from tqdm import tqdm
 from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.data.loader import DataLoader
 from nexrl_runtime.data.readers import load_items
-from nexrl_runtime.inference import build_engines
+from nexrl_runtime.held_out import evaluate_held_out, held_out_items
+from nexrl_runtime.inference import build_engine
 from nexrl_runtime.inference.base import InferenceEngine
 from nexrl_runtime.models import build_policy
 from nexrl_runtime.pool import TrajectoryPool
@@ -28,7 +29,6 @@ from nexrl_runtime.tracking import Tracker
 from nexrl_runtime.trainer import TRAINERS, Trainer
 from nexrl_runtime.trainer.factory import TrainerLike, build_trainer, service_url
 from nexrl_runtime.types import Batch
-from nexrl_runtime.validator import held_out_items, validate
 from nexrl_runtime.warm_start import warm_start
 from nexrl_runtime.weight_sync import WeightSync
 
@@ -88,7 +88,7 @@ class Controller:
         )
 
     def _build_engine(self) -> InferenceEngine:
-        return build_engines(self.cfg, self.model, self.tokenizer)[0]
+        return build_engine(self.cfg, self.model, self.tokenizer)
 
     def _build_workers(self, worker_cls: type[RolloutWorker]) -> list[RolloutWorker]:
         cfg = self.cfg
@@ -108,7 +108,7 @@ class Controller:
 
     def _validate(self) -> dict[str, float]:
         return (
-            validate(self.validator, self.val_items, greedy=self.cfg.validation.greedy)
+            evaluate_held_out(self.validator, self.val_items, greedy=self.cfg.validation.greedy)
             if self.val_items
             else {}
         )

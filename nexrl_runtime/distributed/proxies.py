@@ -1,6 +1,6 @@
 """Driver-side stand-ins with the local interfaces, so the controller loop runs unchanged on Ray:
-RemoteWorker (a RolloutWorker), EngineGroup (the InferenceEngine WeightSync pushes to) and
-RemoteTrainer (a TrainerLike whose state_dict is a StateRef into the object store)."""
+RayWorkerProxy (a RolloutWorker), EngineGroup (the InferenceEngine WeightSync pushes to) and
+RayTrainerProxy (a TrainerLike whose state_dict is a StateRef into the object store)."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ class StateRef(Mapping[str, torch.Tensor]):
         return len(self._tensors())
 
 
-class RemoteWorker(RolloutWorker):
+class RayWorkerProxy(RolloutWorker):
     """A rollout (or validator) actor's worker, for the manager and validator: `rollout` and
     `pop_timings` as locally; prompt building and scoring happen in the actor."""
 
@@ -88,7 +88,7 @@ class EngineGroup(InferenceEngine):
         }
 
 
-class RemoteTrainer:
+class RayTrainerProxy:
     """The trainer actor (a TrainerLike); on its death the runtime applies ray.trainer_failure, and
     with restart-from-checkpoint the step is retried on the restored trainer."""
 

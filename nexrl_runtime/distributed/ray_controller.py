@@ -14,7 +14,7 @@ from typing import TextIO
 from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.controller import Controller, RunSummary
 from nexrl_runtime.distributed.driver import connect
-from nexrl_runtime.distributed.proxies import EngineGroup, RemoteTrainer, RemoteWorker
+from nexrl_runtime.distributed.proxies import EngineGroup, RayTrainerProxy, RayWorkerProxy
 from nexrl_runtime.distributed.runtime import RayRuntime
 from nexrl_runtime.inference.base import InferenceEngine
 from nexrl_runtime.rollout.worker import RolloutWorker
@@ -39,7 +39,7 @@ class RayController(Controller):
             raise
         validators = self._runtime.role_hosts("validator")
         if validators:
-            self.validator = RemoteWorker(self._runtime, validators[0], "validator")
+            self.validator = RayWorkerProxy(self._runtime, validators[0], "validator")
 
     @property
     def _runtime(self) -> RayRuntime:
@@ -54,12 +54,12 @@ class RayController(Controller):
         return self.engine_group
 
     def _build_workers(self, worker_cls: type[RolloutWorker]) -> list[RolloutWorker]:
-        return [RemoteWorker(self._runtime, host) for host in self._runtime.role_hosts("rollout")]
+        return [RayWorkerProxy(self._runtime, host) for host in self._runtime.role_hosts("rollout")]
 
     def _build_trainer(self) -> TrainerLike:
         if not self._runtime.role_hosts("trainer"):  # training-service mode: the service trains
             return super()._build_trainer()
-        return RemoteTrainer(self._runtime, self.cfg, self.model.state_dict())
+        return RayTrainerProxy(self._runtime, self.cfg, self.model.state_dict())
 
     def run(self) -> RunSummary:
         try:

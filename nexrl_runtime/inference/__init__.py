@@ -1,9 +1,9 @@
 """Inference engines behind one interface: the in-process torch engine, or OpenAI-compatible servers
-(vLLM) over HTTP; `build_engines` picks from `inference.engine`."""
+(vLLM) over HTTP; `build_engine` picks from `inference.engine`."""
 
 from nexrl_runtime.inference.base import Completion, InferenceEngine, SamplingParams
-from nexrl_runtime.inference.factory import build_engines
+from nexrl_runtime.inference.factory import build_engine
 from nexrl_runtime.inference.local import LocalEngine
 from nexrl_runtime.inference.openai_client import OpenAIEngine
 
-__all__ = ["Completion", "InferenceEngine", "LocalEngine", "OpenAIEngine", "SamplingParams", "build_engines"]
+__all__ = ["Completion", "InferenceEngine", "LocalEngine", "OpenAIEngine", "SamplingParams", "build_engine"]

@@ -1,4 +1,4 @@
-"""Build the rollout engines a config asks for (`inference.engine`): the controller's one entry point."""
+"""Build the rollout engine a config asks for (`inference.engine`): the controller's one entry point."""
 
 from __future__ import annotations
 
@@ -14,21 +14,21 @@ from nexrl_runtime.inference.vllm_server import VLLMServer, build_spec, free_por
 from nexrl_runtime.inference.vllm_weights import DiskWeightPusher, NcclWeightPusher
 
 
-def build_engines(
+def build_engine(
     config: NexRLConfig, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
-) -> list[InferenceEngine]:
-    """One engine for the rollout workers (an OpenAI engine balances all its replicas itself).
+) -> InferenceEngine:
+    """The one engine of the rollout workers (an OpenAI engine balances all its replicas itself).
     `engine: vllm` starts the servers here; the engine's close() stops them."""
     inf = config.inference
     if inf.engine == "local":
-        return [LocalEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id, config.seed)]
+        return LocalEngine(model, tokenizer.pad_token_id, tokenizer.eos_token_id, config.seed)
     if inf.engine == "openai":
         urls = inf.base_urls or config.cluster.inference.base_urls
         if not urls:
             raise ValueError(
                 "inference.engine=openai needs inference.base_urls (or cluster.inference.base_urls)"
             )
-        return [openai_engine(config, urls)]
+        return openai_engine(config, urls)
     servers = start_vllm(config)
     try:
         engine = openai_engine(config, [s.base_url for s in servers])
@@ -38,7 +38,7 @@ def build_engines(
         raise
     for s in servers:
         engine.on_close(s.stop)
-    return [engine]
+    return engine
 
 
 def openai_engine(config: NexRLConfig, urls: list[str]) -> OpenAIEngine:

@@ -1,4 +1,4 @@
-"""build_trainer: the in-process Trainer (self-hosted) or a RemoteApiTrainer on the training service
+"""build_trainer: the in-process Trainer (self-hosted) or a TrainingServiceTrainer on the training service
 named by `cluster.trainer.base_url` (training-service)."""
 
 from __future__ import annotations
@@ -39,16 +39,16 @@ def service_url(config: NexRLConfig) -> str:
 def build_trainer(
     config: NexRLConfig, model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase
 ) -> TrainerLike:
-    """Self-hosted: `trainer.type` on `model`. Training-service: a RemoteApiTrainer whose service
+    """Self-hosted: `trainer.type` on `model`. Training-service: a TrainingServiceTrainer whose service
     first takes `model`'s weights, so it trains from exactly what the inference engine serves."""
     if config.mode == "self-hosted":
         cls = resolve_class(config.trainer.type, TRAINERS, Trainer, config.recipe_dir)
         return cls(model, config.trainer, tokenizer.pad_token_id)
     from nexrl_runtime.trainer_service.client import TrainerClient
-    from nexrl_runtime.trainer_service.remote_trainer import RemoteApiTrainer
+    from nexrl_runtime.trainer_service.service_trainer import TrainingServiceTrainer
 
     client = TrainerClient(service_url(config))
-    trainer = RemoteApiTrainer(client, config.trainer, tokenizer.pad_token_id)
+    trainer = TrainingServiceTrainer(client, config.trainer, tokenizer.pad_token_id)
     trainer.check_service(client.wait_ready(SERVICE_READY_TIMEOUT_S))
     trainer.load_state_dict(model.state_dict())
     return trainer

@@ -36,8 +36,8 @@ from nexrl_runtime.trainer import TRAINERS, Trainer
 from nexrl_runtime.trainer.losses import token_logprobs
 from nexrl_runtime.trainer_service.api import Datum, ForwardBackwardRequest, Norm
 from nexrl_runtime.trainer_service.client import TrainerClient, TrainerServiceError
-from nexrl_runtime.trainer_service.remote_trainer import RemoteApiTrainer
 from nexrl_runtime.trainer_service.server import build_service, create_app
+from nexrl_runtime.trainer_service.service_trainer import TrainingServiceTrainer
 from nexrl_runtime.types import Batch, Trajectory
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipe" / "arithmetic" / "arithmetic.yaml"
@@ -123,7 +123,7 @@ def test_remote_equals_in_process(tmp_path: Path, overrides: list[str], dropped:
     batch = make_batch(model)
     local: Trainer = TRAINERS[cfg.trainer.type](model, cfg.trainer, pad)
     with service(cfg) as client:
-        remote = RemoteApiTrainer(client, cfg.trainer, pad)
+        remote = TrainingServiceTrainer(client, cfg.trainer, pad)
         remote.check_service(client.health())
         remote.load_state_dict(start)  # same start whatever the service built
         for _ in range(2):
@@ -281,7 +281,7 @@ def test_crash_mid_step_or_mid_save_loses_no_checkpoint(tmp_path: Path) -> None:
         assert max_gap(client.get_weights(), model.state_dict()) == 0.0
         with pytest.raises(TrainerServiceError, match="forward_backward first"):
             client.optim_step()
-        remote = RemoteApiTrainer(client, cfg.trainer, pad)
+        remote = TrainingServiceTrainer(client, cfg.trainer, pad)
         remote.train_step(batch)
         with pytest.raises(httpx.TransportError):
             client.save_checkpoint("ckpt")
@@ -296,7 +296,7 @@ def test_crash_mid_step_or_mid_save_loses_no_checkpoint(tmp_path: Path) -> None:
     with service(cfg) as client:
         assert not list(ckpt.parent.glob(".*.tmp"))
         assert client.load_checkpoint("ckpt").step == 0
-        RemoteApiTrainer(client, cfg.trainer, pad).train_step(batch)
+        TrainingServiceTrainer(client, cfg.trainer, pad).train_step(batch)
         assert max_gap(client.get_weights(), local.model.state_dict()) < WEIGHT_ATOL
 
 

@@ -25,9 +25,9 @@ from nexrl_runtime.trainer_service.api import (
     none_to_nan,
 )
 from nexrl_runtime.trainer_service.client import TrainerClient
-from nexrl_runtime.trainer_service.remote_trainer import RemoteApiTrainer, kept_rows
 from nexrl_runtime.trainer_service.server import world_size
 from nexrl_runtime.trainer_service.service import Conflict, TrainerService
+from nexrl_runtime.trainer_service.service_trainer import TrainingServiceTrainer, kept_rows
 from nexrl_runtime.types import Batch, Trajectory
 
 torch.set_num_threads(1)
@@ -165,7 +165,7 @@ def test_all_dropped_mini_batch_still_steps_like_in_process(tmp_path: Path) -> N
     config = TrainerConfig(type="grpo", mini_batch_size=2, optim=OptimConfig(lr=1e-2))
     local = GRPOTrainer(tiny_model(), config, PAD)
     service = make_service(tiny_model(), config, tmp_path)
-    remote = RemoteApiTrainer(DirectClient(service), config, PAD)  # type: ignore[arg-type]
+    remote = TrainingServiceTrainer(DirectClient(service), config, PAD)  # type: ignore[arg-type]
     for _ in range(3):  # momentum from step 1 moves weights in the all-zero mini-batches after it
         want, got = local.train_step(BATCH), remote.train_step(BATCH)
         assert got["loss"] == pytest.approx(want["loss"], abs=1e-7)
@@ -181,17 +181,18 @@ def test_step_needs_a_gradient_and_config_must_match(tmp_path: Path) -> None:
     with pytest.raises(Conflict, match="forward_backward first"):
         service.optim_step()
     client = TrainerClient("http://127.0.0.1:9")  # never contacted
-    remote = RemoteApiTrainer(client, config, PAD)
+    remote = TrainingServiceTrainer(client, config, PAD)
     assert remote.drops_zero_advantage
-    assert not RemoteApiTrainer(client, config.model_copy(update={"type": "sft"}), PAD).drops_zero_advantage
+    sft = config.model_copy(update={"type": "sft"})
+    assert not TrainingServiceTrainer(client, sft, PAD).drops_zero_advantage
     with_kl = config.model_copy(update={"grpo": GRPOConfig(kl_coef=0.1)})
-    assert not RemoteApiTrainer(client, with_kl, PAD).drops_zero_advantage
+    assert not TrainingServiceTrainer(client, with_kl, PAD).drops_zero_advantage
     other = copy.deepcopy(service.health())
     other.optim = OptimConfig(lr=1.0)
     with pytest.raises(ValueError, match="optimizer"):
         remote.check_service(other)
     with pytest.raises(ValueError, match="reference"):
-        RemoteApiTrainer(client, with_kl, PAD).check_service(service.health())
+        TrainingServiceTrainer(client, with_kl, PAD).check_service(service.health())
     with pytest.raises(ValueError, match="cannot run in a training service"):
-        RemoteApiTrainer(client, config.model_copy(update={"type": "x.py:Mine"}), PAD)
+        TrainingServiceTrainer(client, config.model_copy(update={"type": "x.py:Mine"}), PAD)
     client.close()

@@ -1,5 +1,5 @@
 """The NCCL weight route's request sequence (against local servers, with an in-process data plane
-standing in for NCCL), the vLLM launcher's process handling, and build_engines' choices."""
+standing in for NCCL), the vLLM launcher's process handling, and build_engine's choices."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from fake_openai_server import LocalServerState, Receiver, create_app
 from threaded_server import ThreadedServer
 
 from nexrl_runtime.config.schema import NexRLConfig, VLLMServerConfig
-from nexrl_runtime.inference import LocalEngine, OpenAIEngine, build_engines
+from nexrl_runtime.inference import LocalEngine, OpenAIEngine, build_engine
 from nexrl_runtime.inference.vllm_server import ServerSpec, VLLMServer, build_spec, free_port
 from nexrl_runtime.inference.vllm_weights import DiskWeightPusher, NcclWeightPusher
 from nexrl_runtime.models import build_policy
@@ -144,28 +144,28 @@ def config(tmp_path: Path, **inference: object) -> NexRLConfig:
     })  # fmt: skip
 
 
-def test_build_engines_choices(tmp_path: Path) -> None:
+def test_build_engine_choices(tmp_path: Path) -> None:
     model, tok = build_policy(config(tmp_path).model)
-    (local,) = build_engines(config(tmp_path), model, tok)
+    local = build_engine(config(tmp_path), model, tok)
     assert isinstance(local, LocalEngine)
     with pytest.raises(ValueError, match="base_urls"):
-        build_engines(config(tmp_path, engine="openai"), model, tok)
+        build_engine(config(tmp_path, engine="openai"), model, tok)
     with pytest.raises(ValueError, match="nccl_master"):
-        build_engines(
+        build_engine(
             config(tmp_path, engine="openai", base_urls=["http://x"], weight_sync="nccl"), model, tok
         )
     with pytest.raises(ValueError, match=r"model\.kind=hf"):
-        build_engines(config(tmp_path, engine="vllm"), model, tok)
+        build_engine(config(tmp_path, engine="vllm"), model, tok)
     cfg = config(tmp_path, engine="openai")
     cfg.cluster.inference.base_urls = ["http://a:8000", "http://b:8000"]  # written by the operator
-    (remote,) = build_engines(cfg, model, tok)
+    remote = build_engine(cfg, model, tok)
     try:
         assert isinstance(remote, OpenAIEngine) and isinstance(remote.pusher, DiskWeightPusher)
         assert [r.url for r in remote.replicas] == cfg.cluster.inference.base_urls
         assert remote.pusher.weights_dir == (tmp_path / "weights").resolve()
     finally:
         remote.close()
-    (frozen,) = build_engines(
+    frozen = build_engine(
         config(tmp_path, engine="openai", base_urls=["http://a"], weight_sync="none"), model, tok
     )
     try:

@@ -1,4 +1,4 @@
-"""RemoteApiTrainer: the controller's Trainer interface, with the model and optimizer in a training
+"""TrainingServiceTrainer: the controller's Trainer interface, with the model and optimizer in a training
 service. It batches exactly like the in-process Trainer (same collate, mini-batches, epochs) and
 sends each mini-batch as one forward_backward + optim_step.
 
@@ -40,7 +40,7 @@ def kept_rows(data: TensorBatch, drop_zero_advantage: bool) -> list[int]:
     return (data.advantages != 0).nonzero().flatten().tolist()
 
 
-class RemoteApiTrainer:
+class TrainingServiceTrainer:
     """GRPO or cross-entropy (`config.type` 'grpo' / 'sft') on a training service."""
 
     def __init__(self, client: TrainerClient, config: TrainerConfig, pad_token_id: int) -> None:

@@ -1,4 +1,5 @@
-"""Validator: greedy rollouts over held-out items -> accuracy and mean reward."""
+"""Held-out evaluation (the `validation` config section): greedy rollouts over held-out items ->
+accuracy and mean reward."""
 
 from __future__ import annotations
 
@@ -32,5 +33,6 @@ def summarize(trajs: list[Trajectory]) -> dict[str, float]:
     return out
 
 
-def validate(worker: RolloutWorker, items: list[Item], greedy: bool = True) -> dict[str, float]:
+def evaluate_held_out(worker: RolloutWorker, items: list[Item], greedy: bool = True) -> dict[str, float]:
+    """Roll out `items` on `worker` (greedy unless told otherwise) and summarize them."""
     return summarize(worker.rollout(items, greedy=greedy))
