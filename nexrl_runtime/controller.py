@@ -164,35 +164,40 @@ class Controller:
     def _loop(self, trainer: TrainerLike, manager: RolloutManager, summary: RunSummary) -> None:
         cfg = self.cfg
         bar = tqdm(total=cfg.total_steps, desc="RL", disable=not cfg.logging.progress_bar, file=sys.stderr)
-        for step in range(1, cfg.total_steps + 1):
-            t0 = time.perf_counter()
-            batch = self._next_fresh_batch(manager, step)
-            if batch is None:
-                break
-            wait = time.perf_counter() - t0
-            t1 = time.perf_counter()
-            metrics = trainer.train_step(batch)
-            train_s = time.perf_counter() - t1
-            sync_s = self.sync.push(trainer.state_dict()) if self.sync.should_push(step) else 0.0
-            self.sync.step_done(step)
-            rollout = manager.timings.popleft() if manager.timings else {}
-            metrics.update(
-                self._batch_metrics(batch),
-                **rollout,
-                train_seconds=train_s,
-                sync_seconds=sync_s,
-                wait_seconds=wait,
-                **self.sync.stats(),
-            )
-            if step % cfg.validation.every == 0 or step == cfg.total_steps:
-                metrics.update(self._validate())
-                summary.val_final = {k: metrics[k] for k in ("val_accuracy", "val_reward") if k in metrics}
-            metrics["step_seconds"] = time.perf_counter() - t0
-            self.tracker.log(step, metrics)
-            summary.steps = step
-            bar.update(1)
-            bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", v=self.sync.version)
-        bar.close()
+        self.tracker.bar = None if bar.disable else bar  # console lines go through the bar
+        try:
+            for step in range(1, cfg.total_steps + 1):
+                t0 = time.perf_counter()
+                batch = self._next_fresh_batch(manager, step)
+                if batch is None:
+                    break
+                wait = time.perf_counter() - t0
+                t1 = time.perf_counter()
+                metrics = trainer.train_step(batch)
+                train_s = time.perf_counter() - t1
+                sync_s = self.sync.push(trainer.state_dict()) if self.sync.should_push(step) else 0.0
+                self.sync.step_done(step)
+                rollout = manager.timings.popleft() if manager.timings else {}
+                metrics.update(
+                    self._batch_metrics(batch),
+                    **rollout,
+                    train_seconds=train_s,
+                    sync_seconds=sync_s,
+                    wait_seconds=wait,
+                    **self.sync.stats(),
+                )
+                if step % cfg.validation.every == 0 or step == cfg.total_steps:
+                    metrics.update(self._validate())
+                    val_keys = ("val_accuracy", "val_reward")
+                    summary.val_final = {k: metrics[k] for k in val_keys if k in metrics}
+                metrics["step_seconds"] = time.perf_counter() - t0
+                self.tracker.log(step, metrics)
+                summary.steps = step
+                bar.update(1)
+                bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", v=self.sync.version)
+        finally:
+            self.tracker.bar = None
+            bar.close()
 
     def _next_fresh_batch(self, manager: RolloutManager, step: int) -> Batch | None:
         """The next pool batch minus over-stale groups (dropped, or re-rolled into later batches)."""

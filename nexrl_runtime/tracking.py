@@ -9,6 +9,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TextIO
 
+from tqdm import tqdm
+
 
 class TrackerSink(Protocol):
     """Gets every RL step's metrics (not the warm start's), and close() once at the end."""
@@ -19,7 +21,11 @@ class TrackerSink(Protocol):
 
 
 class Tracker:
-    """Appends step metrics to `metrics.jsonl` in the run folder and echoes selected ones."""
+    """Appends step metrics to `metrics.jsonl` in the run folder and echoes selected ones.
+
+    While `bar` is set (the controller's progress bar, when it is on), console lines are written
+    through it (`tqdm.write`: the bar is cleared, the line printed, the bar redrawn), so they do not
+    land on a half-drawn bar."""
 
     CONSOLE_KEYS = ("reward_mean", "accuracy", "val_accuracy", "loss", "policy_version", "step_seconds")
 
@@ -33,6 +39,7 @@ class Tracker:
         self.echo = echo
         self.history: list[dict[str, Any]] = []
         self.sinks = list(sinks)
+        self.bar: tqdm | None = None
 
     def log(self, step: int, metrics: dict[str, Any], phase: str = "rl") -> None:
         row = {"step": step, "phase": phase, **metrics}
@@ -41,10 +48,18 @@ class Tracker:
         self._file.flush()
         if self.echo is not None and (step % self.console_every == 0 or "val_accuracy" in metrics):
             shown = " ".join(f"{k}={_fmt(metrics[k])}" for k in self.CONSOLE_KEYS if k in metrics)
-            print(f"[{phase} step {step}] {shown}", file=self.echo, flush=True)
+            self._echo(f"[{phase} step {step}] {shown}")
         if phase == "rl":
             for sink in self.sinks:
                 sink.on_step(step, metrics)
+
+    def _echo(self, line: str) -> None:
+        assert self.echo is not None
+        if self.bar is None:
+            print(line, file=self.echo, flush=True)
+        else:
+            tqdm.write(line, file=self.echo)
+            self.echo.flush()
 
     def close(self) -> None:
         self._file.close()
