@@ -141,7 +141,7 @@ async def _converge(body: kopf.Body, job: NexRLJob, memo: kopf.Memo, indexes: Ma
         outcomes.append(outcome)
     wanted = {(o.desired["kind"], o.desired["metadata"]["name"]) for o in outcomes}
     for child in observed.values():
-        if child.kind != "RayJob" and (child.kind, child.name) not in wanted and child.replicas:
+        if (child.kind, child.name) not in wanted:
             await _scale_to_zero(memo.kube, body, child, "the spec no longer asks for it")
     memo.conflicts = [_conflict(o) for o in outcomes if o.action == "conflict"]
     roles = {name: role for role, name in child_names(meta["name"]).items()}
@@ -152,9 +152,14 @@ async def _converge(body: kopf.Body, job: NexRLJob, memo: kopf.Memo, indexes: Ma
 
 
 async def _scale_to_zero(kube: Kube, body: kopf.Body, child: Child, why: str) -> None:
-    stub = {"apiVersion": "apps/v1", "kind": child.kind,
-            "metadata": {"namespace": body["metadata"]["namespace"], "name": child.name}}
-    await kube.patch(stub, {"spec": {"replicas": 0}})
+    """Free a workload's pods with ``child_patches.scale_to_zero`` (nothing to do for a RayJob, whose
+    cluster KubeRay tears down, or for a workload already at 0)."""
+    obj = {"apiVersion": "apps/v1", "kind": child.kind, "spec": {"replicas": child.replicas},
+           "metadata": {"namespace": body["metadata"]["namespace"], "name": child.name}}
+    patch = child_patches.scale_to_zero(obj)
+    if not patch:
+        return
+    await kube.patch(obj, patch)
     kopf.info(body, reason="ScaledDown", message=f"scaled {child.kind} {child.name} to 0: {why}")
 
 
@@ -248,8 +253,7 @@ async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **
     desired = desired_status(obs)
     if desired["phase"] in TERMINAL and status.get("phase") not in TERMINAL:
         for child in observed.values():
-            if child.kind != "RayJob" and child.replicas:
-                await _scale_to_zero(memo.kube, body, child, f"the job has {desired['phase'].lower()}")
+            await _scale_to_zero(memo.kube, body, child, f"the job has {desired['phase'].lower()}")
     _write(body, patch, status, desired, memo)
 
 
