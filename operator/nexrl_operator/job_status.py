@@ -170,7 +170,8 @@ def verdict(obs: Observation) -> Verdict:
     spec, rayjob = obs.spec, obs.children.get("rayjob")
     if obs.restarted:
         restart = f"restart {int(obs.status.get('restarts') or 0) + 1} of {spec.max_restarts}"
-        message = f"the run failed; {restart} from the latest checkpoint"
+        message = (f"the run failed; {restart}: a new RayJob runs it again from the start "
+                   "(resuming from a checkpoint is not supported yet)")
         return Verdict(Phase.PROVISIONING, "Restarting", message)
     if rayjob is not None and rayjob.succeeded:
         return Verdict(Phase.SUCCEEDED, "RayJobSucceeded", f"RayJob {rayjob.name} succeeded")
@@ -227,9 +228,9 @@ def _spec_applied(obs: Observation) -> dict[str, Any]:
     if fields:
         return _condition("SpecApplied", False, "RestartRequired",
                           f"changes to {fields} need a restart, which the operator does not do by itself: "
-                          "revert them, or delete and re-create the job (it resumes from its latest "
-                          "checkpoint in spec.storage); live changes (inference.replicas, suspend, "
-                          "maxRestarts) still apply")
+                          "revert them, or delete and re-create the job (its run then starts from the "
+                          "beginning: resuming from a checkpoint is not supported yet); live changes "
+                          "(inference.replicas, suspend, maxRestarts) still apply")
     if obs.admission is not None and obs.admission.pending:
         return _condition("SpecApplied", False, "ScaleUpWaiting",
                           f"{obs.admission.pending} (the job keeps its current replicas meanwhile)")
