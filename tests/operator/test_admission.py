@@ -6,7 +6,7 @@ import dataclasses
 from typing import Any
 
 import pytest
-from hypothesis import example, given, settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 from nexrl_operator.admission import Demand, Plan, Quota, ResourceQuotaLimit, State, plan
 from nexrl_operator.quota_api import LabelSelector, NexRLQuotaSpec
@@ -280,7 +280,6 @@ SLOT_BLOCKED_RESERVER = ([job("j0", 2, ns="team-a", t=0, admitted=1), job("j1", 
                                namespaceSettings=[{"namespace": "team-b", "weight": 2}]))
 
 
-@settings(max_examples=200, deadline=None)
 @given(workloads())
 @example(SLOT_BLOCKED_RESERVER)
 def test_new_admissions_never_exceed_a_limit_and_a_second_pass_changes_nothing(

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from nexrl_operator.api import NexRLJob, NexRLJobSpec, NexRLJobStatus, Phase, total_gpus
 from nexrl_operator.naming import MAX_JOB_NAME_LENGTH, NAME_LIMITS, child_names
@@ -191,7 +191,6 @@ def test_limit_is_the_tightest_child_rule():
     assert MAX_JOB_NAME_LENGTH <= 47  # KubeRay MaxRayJobNameLength
 
 
-@settings(max_examples=50, deadline=None)
 @given(st.from_regex(r"[a-z]([-a-z0-9]{0,42}[a-z0-9])?", fullmatch=True))
 def test_every_child_name_of_a_valid_job_name_is_legal(name: str):
     assert validate_job(spec(model={"name": "m"}), name=name) == []

@@ -385,7 +385,7 @@ specs = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(fields=specs)
 def test_gpu_counts_match_the_runtime_config(
     fields: Manifest, make_job: MakeJob, validate_manifest: Validate

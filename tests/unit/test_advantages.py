@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from nexrl_runtime.trainer.advantages import group_advantages
@@ -64,7 +64,6 @@ def test_rejects_bad_input() -> None:
         group_advantages(torch.tensor([1.0]), ["a"], "std")  # type: ignore[arg-type]
 
 
-@settings(max_examples=40, deadline=None)
 @given(
     st.lists(
         st.tuples(st.integers(0, 3), st.floats(-10, 10, allow_nan=False, width=32)), min_size=1, max_size=12

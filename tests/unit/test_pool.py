@@ -8,7 +8,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from nexrl_runtime.config.schema import NexRLConfig
@@ -249,7 +249,6 @@ def test_threads_lose_nothing_and_never_split(grouping: Any, batch_ready: Any) -
     check_batches(batches, producers, grouping == "hierarchical")
 
 
-@settings(max_examples=60, deadline=None)
 @given(
     st.sampled_from(["key", "hierarchical"]),
     st.integers(1, 3),
