@@ -1,13 +1,15 @@
 """Shared fixtures of the operator unit tests: schema validators for every kind we generate.
 
 Core kinds are checked with kubernetes-validate (strict, pinned Kubernetes version); RayJob and
-RayCluster with the KubeRay CRDs in `<repo>/../shared/schemas/kuberay/`; NexRLJob with our CRD.
+RayCluster with the KubeRay CRDs (found or downloaded by kuberay_schemas.py); NexRLJob with our CRD.
 Every CRD schema is made strict first (unknown fields are errors, as with `kubectl --validate=strict`).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,11 @@ import yaml
 from nexrl_operator.api import NexRLJob
 from nexrl_operator.crdgen import build_crd
 
+sys.path.insert(0, str(Path(__file__).parent))
+
+import kuberay_schemas
+
 REPO = Path(__file__).resolve().parents[2]
-KUBERAY_SCHEMAS = REPO.parent / "shared" / "schemas" / "kuberay"
 EXAMPLES = sorted((REPO / "examples").glob("nexrljob-*.yaml"))
 KUBERNETES_VERSION = "1.33"
 """Oldest Kubernetes we support: StatefulSet pod-index labels (1.28+), CRD CEL rules (1.29 GA)."""
@@ -63,13 +68,26 @@ def _raise_first(validator: jsonschema.Draft7Validator, obj: dict[str, Any]) -> 
         )
 
 
+@functools.cache
+def kuberay_folder() -> Path:
+    return kuberay_schemas.locate()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """No KubeRay CRDs: one clear error before any test runs, not one error per test."""
+    if any("kuberay_validators" in getattr(item, "fixturenames", ()) for item in items):
+        try:
+            kuberay_folder()
+        except kuberay_schemas.SchemasMissing as exc:
+            raise pytest.UsageError(str(exc)) from None
+
+
 @pytest.fixture(scope="session")
 def kuberay_validators() -> dict[str, jsonschema.Draft7Validator]:
     """Kind -> strict validator of KubeRay's ray.io/v1 schema."""
-    assert KUBERAY_SCHEMAS.is_dir(), f"KubeRay schemas not found at {KUBERAY_SCHEMAS}"
     out = {}
     for kind, file in (("RayJob", "ray.io_rayjobs.yaml"), ("RayCluster", "ray.io_rayclusters.yaml")):
-        crd = yaml.load((KUBERAY_SCHEMAS / file).read_text(), Loader=_Loader)
+        crd = yaml.load((kuberay_folder() / file).read_text(), Loader=_Loader)
         out[kind] = crd_validator(crd, "v1")
     return out
 
