@@ -1,7 +1,7 @@
 """Pure GPU admission: jobs + NexRLQuotas + namespace ResourceQuotas -> admit / queue / reject.
 
 One ``plan`` call looks at everything at once and is cheap enough to repeat on every change
-(see bench/admission_bench.py). The policy, also in docs/quotas.md:
+(see bench/admission_bench.py). The policy, also in docs/admin.md ("How jobs are admitted"):
 
 * **Gang**: a job is admitted only when ALL its GPUs fit every limit that applies to it (its
   quota's total, every GPU type it could land on, its namespace's ResourceQuotas, the quota's
