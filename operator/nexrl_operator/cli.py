@@ -11,7 +11,7 @@ from . import yamlio
 from .api import KIND
 from .builders import build_children
 from .crdgen import CRDS, crd_yaml
-from .validation import JobValidationError, parse_job
+from .spec_checks import JobValidationError, parse_job
 
 PLACEHOLDER_UID = "00000000-0000-0000-0000-000000000000"
 

@@ -38,7 +38,7 @@ from .naming import child_names
 from .quota_views import admitted_spec, job_view
 from .settings import DEFAULT_STATUS_INTERVAL, RETRY_DELAY, WORKLOADS
 from .spec_changes import APPLIED_SPEC
-from .validation import JobValidationError, parse_job
+from .spec_checks import JobValidationError, parse_job
 
 
 @dataclasses.dataclass(frozen=True)

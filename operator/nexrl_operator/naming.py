@@ -12,7 +12,7 @@ Each child is `<job><suffix>`; each has its own limit, and the job-name limit is
 * ConfigMap, Deployment, PVC: DNS-1123 subdomains (<= 253); never the binding limit.
 
 Hence MAX_JOB_NAME_LENGTH = 44. The CRD enforces it (and DNS-1035) with a CEL rule on
-`metadata.name`; `validation.validate_job` checks it too, for API servers without CEL.
+`metadata.name`; `spec_checks.validate_job` checks it too, for API servers without CEL.
 """
 
 from __future__ import annotations

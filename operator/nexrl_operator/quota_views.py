@@ -19,7 +19,7 @@ from .admission import Demand, Quota, QuotaUsage, ResourceQuotaLimit
 from .api import GPU_RESOURCE, NexRLJobSpec, Phase, total_gpus
 from .job_status import find_condition, is_finished
 from .quota_api import GpuTypeStatus, NexRLQuotaSpec, NexRLQuotaStatus
-from .validation import JobValidationError, parse_job
+from .spec_checks import JobValidationError, parse_job
 
 HELD_PHASES = frozenset({Phase.PROVISIONING, Phase.RUNNING})
 """Phases in which a job that predates quotas (no Admitted condition) holds its GPUs."""

@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nexrl_operator.api import NexRLJob, NexRLJobSpec, NexRLJobStatus, Phase, total_gpus
 from nexrl_operator.naming import MAX_JOB_NAME_LENGTH, NAME_LIMITS, child_names
-from nexrl_operator.validation import FieldError, JobValidationError, parse_job, validate_job
+from nexrl_operator.spec_checks import FieldError, JobValidationError, parse_job, validate_job
 from pydantic import ValidationError
 
 DNS1035 = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from nexrl_operator.api import GPU_RESOURCE, NexRLJob, total_gpus
 from nexrl_operator.builders import OperatorDefaults, build_children
-from nexrl_operator.validation import JobValidationError, parse_job, validate_job
+from nexrl_operator.spec_checks import JobValidationError, parse_job, validate_job
 
 from nexrl_runtime.contract import ClusterConfig
 

@@ -12,7 +12,7 @@ import pytest
 from nexrl_operator.api import NexRLJobSpec
 from nexrl_operator.crdgen import CRDS, JOB_CRD, CrdInfo, build_crd, crd_yaml
 from nexrl_operator.naming import MAX_JOB_NAME_LENGTH
-from nexrl_operator.validation import parse_job
+from nexrl_operator.spec_checks import parse_job
 
 from nexrl_runtime.config.schema import NexRLConfig
 

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from ..api import NexRLJob
-from ..validation import check_job
+from ..spec_checks import check_job
 from .common import NO_DEFAULTS, Context, Manifest, OperatorDefaults
 from .configmap import build_configmap, cluster_config
 from .inference import build_inference
@@ -24,7 +24,7 @@ def build_children(
 
     `defaults` are the operator's settings (service account of the NexRL pods, default vLLM image).
 
-    Raises `validation.JobValidationError` when the spec (or `name`) is invalid.
+    Raises `spec_checks.JobValidationError` when the spec (or `name`) is invalid.
     """
     job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"name": name})})
     check_job(job)
