@@ -20,7 +20,7 @@ class ThreadedServer:
         host, port = self.sock.getsockname()[:2]
         self.url = f"http://{host}:{port}"
         self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, name="trainer-service", daemon=True
+            target=self.server.run, kwargs={"sockets": [self.sock]}, name="test-http-server", daemon=True
         )
 
     def start(self, timeout: float = 30.0) -> ThreadedServer:
@@ -28,9 +28,9 @@ class ThreadedServer:
         deadline = time.monotonic() + timeout
         while not self.server.started:  # uvicorn exposes a flag, not an event
             if not self.thread.is_alive():
-                raise RuntimeError("the training service thread exited before it started")
+                raise RuntimeError("the server thread exited before it started")
             if time.monotonic() > deadline:
-                raise TimeoutError(f"the training service did not start within {timeout} s")
+                raise TimeoutError(f"the server did not start within {timeout} s")
             time.sleep(0.01)
         return self
 
