@@ -196,8 +196,12 @@ class NexRLJobStatus(BaseModel):
     step: int | None = None
     reward: float | None = None
     policy_version: int | None = None
-    gpus: int | None = Field(None, description="total GPUs the job's pods request")
+    gpus: int | None = Field(None, description="total GPUs the job's spec requests (the REQUESTED column)")
+    held_gpus: int | None = Field(None, description="GPUs the job holds now (the HELD column): what it was "
+                                  "admitted for while it runs; 0 when queued, suspended or finished")
     admitted_gpus: int | None = Field(None, description="GPUs a NexRLQuota admitted the job for (while held)")
+    inference_replicas: int | None = Field(None, description="inference replicas the running job had all "
+                                           "ready (what a scale-up starts from)")
     children: dict[str, str] = Field(default_factory=dict, description="role -> child object name")
     message: str | None = None
     start_time: str | None = Field(None, json_schema_extra={"format": "date-time"})

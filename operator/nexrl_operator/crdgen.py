@@ -33,7 +33,10 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Step", "type": "integer", "jsonPath": ".status.step"},
     {"name": "Reward", "type": "number", "jsonPath": ".status.reward"},
-    {"name": "GPUs", "type": "integer", "jsonPath": ".status.gpus"},
+    {"name": "Requested", "type": "integer", "jsonPath": ".status.gpus",
+     "description": "GPUs the job's spec requests"},
+    {"name": "Held", "type": "integer", "jsonPath": ".status.heldGpus",
+     "description": "GPUs the job holds now: 0 when queued, suspended or finished"},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
     {"name": "Message", "type": "string", "jsonPath": ".status.message", "priority": 1},
 ]

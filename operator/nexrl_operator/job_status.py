@@ -13,15 +13,20 @@ from typing import Any
 
 from .admission import Decision, State
 from .api import NexRLJobSpec, Phase, total_gpus
+from .builders.common import QUEUE_LABEL
 from .child_patches import kueue_managed
 
 TERMINAL = frozenset({Phase.SUCCEEDED, Phase.FAILED})
 RELEASED = TERMINAL | {Phase.SUSPENDED}
 """Phases in which a job holds no GPUs (its admission is given back)."""
+HOLDING = frozenset({Phase.PROVISIONING, Phase.RUNNING})
+"""Phases in which a job's children hold GPUs (``heldGpus``)."""
 QUOTA_EXCEEDED = "QuotaExceeded"
 RAY_FAILED = frozenset({"FAILED", "STOPPED"})
 LATCHED_CONDITIONS = (("Suspended", Phase.SUSPENDED), ("Complete", Phase.SUCCEEDED), ("Failed", Phase.FAILED))
 WORKLOAD_ROLES = {"RayJob": "rayjob", "Deployment": "inference", "StatefulSet": "trainer"}
+ANNOUNCED_CONDITIONS = (("StorageReady", "False", "Warning"), ("ScalingUp", "True", "Normal"))
+"""(type, status, Event type): a condition that turns to this status is announced once as an Event"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -36,6 +41,8 @@ class Child:
     ready: int = 0
     suspend: bool = False
     kueue: bool = False
+    queue: str = ""
+    """Kueue's LocalQueue (the queue-name label)"""
     job_status: str = ""
     deployment_status: str = ""
     message: str = ""
@@ -73,6 +80,7 @@ def summarize(obj: Mapping[str, Any]) -> Child:
         ready=int(status.get("readyReplicas") or 0),
         suspend=bool(spec.get("suspend")),
         kueue=kueue_managed(obj),
+        queue=(meta.get("labels") or {}).get(QUEUE_LABEL, ""),
         job_status=status.get("jobStatus") or "",
         deployment_status=status.get("jobDeploymentStatus") or "",
         message=status.get("message") or "",
@@ -101,6 +109,9 @@ class Observation:
     """the operator just deleted a failed RayJob to run it again"""
     admission: Decision | None = None
     """the NexRLQuota decision; None when the job takes no part (suspended, Kueue's, finished)"""
+    claim_found: bool | None = None
+    """whether the PVC of ``spec.storage.existingClaim`` exists; None: not looked up (the last answer
+    stands)"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -156,7 +167,37 @@ def _waiting_for(obs: Observation, spec: NexRLJobSpec) -> list[str]:
             waits.append(f"RayJob {child.name} to run ({state})")
         elif role != "rayjob" and not child.available:
             waits.append(f"{role} {child.ready}/{child.replicas} ready")
+    claim = missing_claim(obs)
+    if waits and claim:  # what keeps the pods Pending
+        waits.insert(0, f"PersistentVolumeClaim {claim} to exist")
     return waits
+
+
+def missing_claim(obs: Observation) -> str | None:
+    """The name of ``spec.storage.existingClaim`` when it was not found (now, or at the last look)."""
+    storage = obs.spec.storage if obs.spec is not None else None
+    claim = storage.existing_claim if storage is not None else None
+    if not claim or obs.claim_found:
+        return None
+    if obs.claim_found is False:
+        return claim
+    old = find_condition(obs.status, "StorageReady")
+    named = f"PersistentVolumeClaim {claim} " in (old.get("message") or "")
+    return claim if old.get("status") == "False" and named else None
+
+
+def scaling_up(obs: Observation) -> str | None:
+    """``inference A -> B replicas, R ready`` while a Running job's inference scales up (its RayJob
+    and trainer still running), else None. A is ``status.inferenceReplicas``: what it ran with."""
+    base = obs.status.get("inferenceReplicas")
+    child = obs.children.get("inference")
+    if obs.spec is None or obs.status.get("phase") != Phase.RUNNING or base is None or child is None:
+        return None
+    if child.deleting or child.replicas <= base or child.available:
+        return None
+    waits = _waiting_for(obs, obs.spec)
+    others = [w for w in waits if not w.startswith(("inference ", "PersistentVolumeClaim "))]
+    return None if others else f"inference {base} -> {child.replicas} replicas, {child.ready} ready"
 
 
 def verdict(obs: Observation) -> Verdict:
@@ -191,6 +232,8 @@ def verdict(obs: Observation) -> Verdict:
         queue = spec.scheduling.queue_name
         return Verdict(Phase.QUEUED, "WaitingForKueue", f"waiting for Kueue to admit the job (queue {queue})")
     waits = _waiting_for(obs, spec)
+    if waits and (scale := scaling_up(obs)):
+        return Verdict(Phase.RUNNING, "Running", f"running; scaling up: {scale}")
     if waits:
         return Verdict(Phase.PROVISIONING, "Provisioning", "waiting for " + ", ".join(waits))
     return Verdict(Phase.RUNNING, "Running", "all workloads are running")
@@ -213,7 +256,11 @@ def conditions(obs: Observation, v: Verdict) -> list[dict[str, Any]]:
         out.append(_spec_applied(obs))
     if (admitted := _admitted(obs, v)) is not None:
         out.append(admitted)
+    if valid and (storage := _storage_ready(obs)) is not None:
+        out.append(storage)
     out.append(_condition("Ready", v.phase == Phase.RUNNING, v.reason, v.message))
+    if (scaling := _scaling_up_condition(obs, v)) is not None:
+        out.append(scaling)
     seen = {c.get("type") for c in obs.status.get("conditions") or []}
     for type_, phase in LATCHED_CONDITIONS:
         if v.phase == phase:
@@ -231,6 +278,10 @@ def _spec_applied(obs: Observation) -> dict[str, Any]:
                           "revert them, or delete and re-create the job (its run then starts from the "
                           "beginning: resuming from a checkpoint is not supported yet); live changes "
                           "(inference.replicas, suspend, maxRestarts) still apply")
+    if obs.admission is not None and obs.admission.state is not State.ADMITTED:
+        return _condition("SpecApplied", False, "WaitingForAdmission",
+                          "nothing is created or changed until the job is admitted "
+                          "(see the Admitted condition)")
     if obs.admission is not None and obs.admission.pending:
         return _condition("SpecApplied", False, "ScaleUpWaiting",
                           f"{obs.admission.pending} (the job keeps its current replicas meanwhile)")
@@ -249,10 +300,63 @@ def _admitted(obs: Observation, v: Verdict) -> dict[str, Any] | None:
         return _condition("Admitted", False, QUOTA_EXCEEDED, decision.message)
     if decision is not None and v.phase not in RELEASED:
         return _condition("Admitted", True, "Admitted", decision.message)
+    if decision is None and v.phase not in RELEASED and (queue := kueue_queue(obs)):
+        return _kueue_admitted(obs, queue)
     if decision is not None or find_condition(obs.status, "Admitted"):
         message = f"the job is {v.phase.value.lower()}; it holds no GPUs"
         return _condition("Admitted", False, "Released", message)
     return None
+
+
+def kueue_queue(obs: Observation) -> str | None:
+    """Kueue's LocalQueue when Kueue admits the job: its RayJob carries the queue-name label (before
+    the RayJob exists: the spec names a queue the job started with)."""
+    rayjob = obs.children.get("rayjob")
+    if rayjob is not None and not rayjob.deleting:
+        if not rayjob.kueue:
+            return None
+        return rayjob.queue or (obs.spec.scheduling.queue_name if obs.spec is not None else None)
+    queue = obs.spec.scheduling.queue_name if obs.spec is not None else None
+    return queue if queue and "spec.scheduling.queueName" not in obs.restart_fields else None
+
+
+def _kueue_admitted(obs: Observation, queue: str) -> dict[str, Any]:
+    """Admitted of a Kueue job: True once Kueue lets its RayJob run (unsuspended), else waiting."""
+    rayjob = obs.children.get("rayjob")
+    decides = f"Kueue's LocalQueue {queue} admits the job (NexRLQuotas do not apply)"
+    if rayjob is None or rayjob.deleting:
+        return {"type": "Admitted", "status": "Unknown", "reason": "Kueue",
+                "message": f"{decides}; its RayJob is not created yet"}
+    if rayjob.suspend:
+        return _condition("Admitted", False, "Kueue", f"{decides}; waiting: Kueue holds its RayJob suspended")
+    return _condition("Admitted", True, "Kueue", f"admitted by Kueue's LocalQueue {queue}: its RayJob runs")
+
+
+def _storage_ready(obs: Observation) -> dict[str, Any] | None:
+    """StorageReady for a job that mounts an existing PVC (``spec.storage.existingClaim``)."""
+    storage = obs.spec.storage if obs.spec is not None else None
+    claim = storage.existing_claim if storage is not None else None
+    if not claim:
+        return None
+    if missing_claim(obs):
+        return _condition("StorageReady", False, "ClaimNotFound",
+                          f"PersistentVolumeClaim {claim} (spec.storage.existingClaim) does not exist in the "
+                          "job's namespace: its pods stay Pending until it is created")
+    if obs.claim_found:
+        return _condition("StorageReady", True, "ClaimFound", f"PersistentVolumeClaim {claim} exists")
+    old = find_condition(obs.status, "StorageReady")
+    return {key: old[key] for key in ("type", "status", "reason", "message")} if old else None
+
+
+def _scaling_up_condition(obs: Observation, v: Verdict) -> dict[str, Any] | None:
+    """ScalingUp: True while a Running job's inference scales up; False (kept) once it has been true."""
+    if v.phase == Phase.RUNNING and (scale := scaling_up(obs)):
+        return _condition("ScalingUp", True, "ScalingUp", scale)
+    if not find_condition(obs.status, "ScalingUp"):
+        return None
+    child = obs.children.get("inference")
+    done = f"inference {child.ready}/{child.replicas} ready" if child is not None else "no scale-up running"
+    return _condition("ScalingUp", False, "NotScalingUp", done)
 
 
 def admitted_gpus(obs: Observation, v: Verdict) -> int | None:
@@ -263,6 +367,44 @@ def admitted_gpus(obs: Observation, v: Verdict) -> int | None:
     if decision is None or decision.state is not State.ADMITTED or v.phase in RELEASED:
         return None
     return decision.gpus
+
+
+def held_gpus(obs: Observation, v: Verdict) -> int:
+    """What ``status.heldGpus`` says: the GPUs the job's children hold now (the admission while the job
+    provisions or runs; 0 when it is queued, suspended or finished)."""
+    if obs.invalid is not None or obs.spec is None:  # an invalid edit changes nothing that runs
+        return int(obs.status.get("heldGpus") or 0)
+    if v.phase not in HOLDING:
+        return 0
+    admitted = admitted_gpus(obs, v)
+    return total_gpus(obs.spec) if admitted is None else admitted  # None: Kueue's job, Kueue let it run
+
+
+def inference_replicas(obs: Observation, v: Verdict) -> int | None:
+    """What ``status.inferenceReplicas`` says: the inference replicas a Running job has all ready (kept
+    while it scales up: the base of ``scaling_up``); None when it is not Running."""
+    if v.phase != Phase.RUNNING or obs.spec is None:
+        return None
+    if "inference" not in expected_workloads(obs.spec):
+        return 0
+    child = obs.children.get("inference")
+    if child is not None and not child.deleting and child.available:
+        return child.replicas
+    return obs.status.get("inferenceReplicas")
+
+
+def announcements(current: Mapping[str, Any], desired: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(Event type, reason, message) of what a status write changes that people should hear about
+    once: a new phase, and the conditions of ``ANNOUNCED_CONDITIONS`` turning."""
+    out = []
+    if "phase" in desired and desired["phase"] != current.get("phase"):
+        failed = desired["phase"] == Phase.FAILED
+        out.append(("Warning" if failed else "Normal", desired["phase"], desired.get("message") or ""))
+    for type_, status, event_type in ANNOUNCED_CONDITIONS:
+        new, old = find_condition(desired, type_), find_condition(current, type_)
+        if new.get("status") == status and old.get("status") != status:
+            out.append((event_type, new["reason"], new["message"]))
+    return out
 
 
 def _stamp(new: list[dict[str, Any]], old: Sequence[Mapping[str, Any]], generation: int,
@@ -291,8 +433,12 @@ def desired_status(obs: Observation) -> dict[str, Any]:
     }
     if obs.spec is not None:
         status["gpus"] = total_gpus(obs.spec)
+    status["heldGpus"] = held_gpus(obs, v)
     if obs.admission is not None or "admittedGpus" in old:
         status["admittedGpus"] = admitted_gpus(obs, v)
+    replicas = inference_replicas(obs, v)
+    if replicas is not None or "inferenceReplicas" in old:
+        status["inferenceReplicas"] = replicas
     start = old.get("startTime") or (obs.now if v.phase == Phase.RUNNING else None)
     finished = v.phase in TERMINAL and v.reason != QUOTA_EXCEEDED
     end = old.get("completionTime") or (obs.now if finished else None)

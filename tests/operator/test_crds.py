@@ -63,13 +63,22 @@ def test_crd_identity():
     (version,) = spec["versions"]
     assert version["name"] == "v1alpha1" and version["served"] and version["storage"]
     assert version["subresources"] == {"status": {}}
-    assert [c["name"] for c in version["additionalPrinterColumns"]][:5] == [
+    assert [c["name"] for c in version["additionalPrinterColumns"]][:6] == [
         "Phase",
         "Step",
         "Reward",
-        "GPUs",
+        "Requested",
+        "Held",
         "Age",
     ]
+
+
+def test_gpu_columns_show_what_a_job_requests_and_what_it_holds():
+    columns = {c["name"]: c for c in JOB_CRD.printer_columns}
+    paths = (columns["Requested"]["jsonPath"], columns["Held"]["jsonPath"])
+    assert paths == (".status.gpus", ".status.heldGpus")
+    status = root_schema()["properties"]["status"]["properties"]
+    assert "holds" in status["heldGpus"]["description"] and "requests" in status["gpus"]["description"]
 
 
 @pytest.mark.parametrize("info", CRDS, ids=lambda i: i.kind)

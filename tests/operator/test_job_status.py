@@ -6,10 +6,12 @@ import dataclasses
 from typing import Any
 
 import pytest
+from nexrl_operator.admission import Decision, State
 from nexrl_operator.api import NexRLJobSpec
 from nexrl_operator.job_status import (
     Child,
     Observation,
+    announcements,
     desired_status,
     is_finished,
     should_restart,
@@ -155,13 +157,14 @@ def test_status_is_written_only_when_it_changes() -> None:
     later = dataclasses.replace(obs, status=current, now=T1)
     assert status_patch(current, desired_status(later)) == {}
     patch = status_patch(current, desired_status(dataclasses.replace(later, children=RUNNING)))
-    assert set(patch) == {"phase", "conditions", "message", "startTime"}
+    assert set(patch) == {"phase", "conditions", "message", "startTime", "inferenceReplicas"}
 
 
 @pytest.mark.parametrize(("obj", "expected"), [
     ({"kind": "RayJob", "metadata": {"name": "j", "uid": "u", "labels": {"kueue.x-k8s.io/queue-name": "q"}},
       "spec": {"suspend": True}, "status": {"jobStatus": "RUNNING", "jobDeploymentStatus": "Running"}},
-     Child("RayJob", "j", "u", suspend=True, kueue=True, job_status="RUNNING", deployment_status="Running")),
+     Child("RayJob", "j", "u", suspend=True, kueue=True, queue="q", job_status="RUNNING",
+           deployment_status="Running")),
     ({"kind": "Deployment", "metadata": {"name": "d", "deletionTimestamp": T0}, "spec": {"replicas": 3},
       "status": {"readyReplicas": 1}}, Child("Deployment", "d", deleting=True, replicas=3, ready=1)),
     ({"kind": "StatefulSet", "metadata": {"name": "s"}}, Child("StatefulSet", "s")),
@@ -179,3 +182,123 @@ def test_progress_patch() -> None:
     assert progress_patch(3, 0.1234567, 2) == {"status": {"step": 3, "reward": 0.123457, "policyVersion": 2}}
     assert progress_patch(4, float("nan")) == {"status": {"step": 4}}
     assert status_path("ns", "j") == "/apis/nexrl.io/v1alpha1/namespaces/ns/nexrljobs/j/status"
+
+
+QUEUED = Decision(State.QUEUED, 3, "needs 3 nvidia.com/gpu, quota q has 1 of 4 free")
+ADMITTED = Decision(State.ADMITTED, 3, "admitted by quota q")
+
+
+@pytest.mark.parametrize("decision", [QUEUED, Decision(State.REJECTED, 3, "needs 3, quota q has 2")])
+def test_a_job_waiting_for_admission_does_not_claim_its_spec_is_applied(decision: Decision) -> None:
+    status = desired_status(observe(admission=decision))  # no children: nothing is created yet
+    applied = conditions(status)["SpecApplied"]
+    assert (applied["status"], applied["reason"]) == ("False", "WaitingForAdmission")
+    assert "children match" not in applied["message"] and "admitted" in applied["message"]
+    admitted = desired_status(observe(admission=ADMITTED, children=RUNNING))
+    assert conditions(admitted)["SpecApplied"]["reason"] == "Applied"
+
+
+def test_held_gpus_are_what_the_job_holds_and_gpus_what_it_requests() -> None:
+    def gpus(**kw: Any) -> tuple[int, int]:
+        status = desired_status(observe(**kw))
+        return status["gpus"], status["heldGpus"]
+
+    assert gpus(admission=QUEUED) == (3, 0)
+    assert gpus(admission=ADMITTED, children={"rayjob": rayjob()}) == (3, 3)  # provisioning holds them
+    assert gpus(admission=ADMITTED, children=RUNNING) == (3, 3)
+    waiting = Decision(State.ADMITTED, 3, "admitted", pending="the scale-up waits")  # asks 5, holds 3
+    assert gpus(spec=spec(inference={"replicas": 4}), admission=waiting, children=RUNNING) == (5, 3)
+    done = {**RUNNING, "rayjob": rayjob("SUCCEEDED", "Complete")}
+    assert gpus(admission=ADMITTED, children=done) == (3, 0)
+    failed = {**RUNNING, "rayjob": rayjob("FAILED", "Failed")}
+    assert gpus(admission=ADMITTED, children=failed) == (3, 0)
+    assert gpus(spec=spec(suspend=True), children=RUNNING) == (3, 0)
+    kueue = spec(scheduling={"queueName": "team-a"})
+    let_in = {**RUNNING, "rayjob": rayjob("RUNNING", "Running", kueue=True)}
+    assert gpus(spec=kueue, children=let_in) == (3, 3)
+    assert gpus(spec=kueue, children={"rayjob": rayjob(suspend=True, kueue=True)}) == (3, 0)  # Kueue holds it
+    # an invalid edit changes nothing that runs: the job keeps what it held
+    held = desired_status(observe(admission=ADMITTED, children=RUNNING))
+    invalid = desired_status(observe(status=held, spec=None, invalid="spec.image: required"))
+    assert invalid["heldGpus"] == 3 and "gpus" not in invalid
+
+
+def scaled(ready: int, replicas: int = 3) -> dict[str, Child]:
+    return {**RUNNING, "inference": inference(ready, replicas)}
+
+
+def test_scaling_up_a_running_job_keeps_it_running_with_a_scaling_up_condition() -> None:
+    running = desired_status(observe(children=RUNNING))
+    assert (running["phase"], running["inferenceReplicas"]) == ("Running", 2)
+    assert "ScalingUp" not in conditions(running)
+    three = spec(inference={"replicas": 3})
+    up = desired_status(observe(status=running, spec=three, children=scaled(2), now=T1))
+    assert (up["phase"], up["inferenceReplicas"]) == ("Running", 2)
+    scaling = conditions(up)["ScalingUp"]
+    assert (scaling["status"], scaling["message"]) == ("True", "inference 2 -> 3 replicas, 2 ready")
+    assert conditions(up)["Ready"]["status"] == "True" and "2 -> 3" in up["message"]
+    assert announcements(running, up) == [("Normal", "ScalingUp", "inference 2 -> 3 replicas, 2 ready")]
+    later = desired_status(observe(status=up, spec=three, children=scaled(1), now=T1))
+    assert conditions(later)["ScalingUp"]["message"] == "inference 2 -> 3 replicas, 1 ready"
+    assert announcements(up, later) == []  # announced once
+    done = desired_status(observe(status=later, spec=three, children=scaled(3)))
+    assert (done["phase"], done["inferenceReplicas"]) == ("Running", 3)
+    assert (conditions(done)["ScalingUp"]["status"], conditions(done)["ScalingUp"]["reason"]) == (
+        "False", "NotScalingUp")
+
+
+def test_only_a_scale_up_of_a_running_job_is_not_provisioning() -> None:
+    # a provisioning job, a replica lost without a scale-up, or the RayJob not running: Provisioning
+    fresh = desired_status(observe(spec=spec(inference={"replicas": 3}), children=scaled(2)))
+    assert fresh["phase"] == "Provisioning" and "ScalingUp" not in conditions(fresh)
+    running = desired_status(observe(children=RUNNING))
+    lost = desired_status(observe(status=running, children=scaled(1, replicas=2)))
+    assert lost["phase"] == "Provisioning" and lost["inferenceReplicas"] is None  # written: removed
+    stalled = {**scaled(2), "rayjob": rayjob("PENDING", "Initializing")}
+    assert desired_status(observe(status=running, spec=spec(inference={"replicas": 3}),
+                                  children=stalled))["phase"] == "Provisioning"
+
+
+def test_kueue_job_says_kueue_admits_it() -> None:
+    kueue = spec(scheduling={"queueName": "team-a"})
+    before = desired_status(observe(spec=kueue))  # the RayJob is not created yet
+    assert conditions(before)["Admitted"] == {**conditions(before)["Admitted"], "status": "Unknown",
+                                               "reason": "Kueue"}
+    assert "Kueue's LocalQueue team-a admits the job" in conditions(before)["Admitted"]["message"]
+    held = rayjob(suspend=True, kueue=True, queue="team-a")
+    waiting = desired_status(observe(status=before, spec=kueue, children={"rayjob": held}))
+    admitted = conditions(waiting)["Admitted"]
+    assert (waiting["phase"], admitted["status"], admitted["reason"]) == ("Queued", "False", "Kueue")
+    assert "team-a" in admitted["message"] and "suspended" in admitted["message"]
+    running = {**RUNNING, "rayjob": rayjob("RUNNING", "Running", kueue=True, queue="team-a")}
+    let_in = desired_status(observe(status=waiting, spec=kueue, children=running))
+    admitted = conditions(let_in)["Admitted"]
+    assert (let_in["phase"], admitted["status"], admitted["reason"]) == ("Running", "True", "Kueue")
+    done = {**running, "rayjob": rayjob("SUCCEEDED", "Complete", kueue=True, queue="team-a")}
+    released = conditions(desired_status(observe(status=let_in, spec=kueue, children=done)))["Admitted"]
+    assert (released["status"], released["reason"]) == ("False", "Released")
+    # a queue set after the start needs a restart: the job is not Kueue's
+    unqueued = observe(spec=kueue, restart_fields=["spec.scheduling.queueName"], children=RUNNING)
+    assert "Admitted" not in conditions(desired_status(unqueued))
+
+
+def test_a_missing_existing_claim_is_reported_until_it_exists() -> None:
+    claimed = spec(storage={"existingClaim": "shared-data"})
+    pending = {"rayjob": rayjob("PENDING", "Initializing"), "inference": inference(0)}
+    missing = desired_status(observe(spec=claimed, children=pending, claim_found=False))
+    storage = conditions(missing)["StorageReady"]
+    assert (storage["status"], storage["reason"]) == ("False", "ClaimNotFound")
+    assert "PersistentVolumeClaim shared-data" in storage["message"] and "existingClaim" in storage["message"]
+    assert missing["message"].startswith("waiting for PersistentVolumeClaim shared-data to exist, ")
+    assert ("Warning", "ClaimNotFound", storage["message"]) in announcements({}, missing)
+    # not looked up this time (the admission loop, the timer): the last answer stands, announced once
+    again = desired_status(observe(status=missing, spec=claimed, children=pending, now=T1))
+    assert conditions(again)["StorageReady"]["reason"] == "ClaimNotFound"
+    assert announcements(missing, again) == []
+    found = desired_status(observe(status=again, spec=claimed, children=pending, claim_found=True, now=T1))
+    assert conditions(found)["StorageReady"]["status"] == "True"
+    assert "PersistentVolumeClaim" not in found["message"]
+    kept = desired_status(observe(status=found, spec=claimed, children=pending))
+    assert conditions(kept)["StorageReady"]["status"] == "True"
+    # no existing claim: no condition
+    assert "StorageReady" not in conditions(desired_status(observe(spec=spec(storage={"size": "1Gi"}))))
