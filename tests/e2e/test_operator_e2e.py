@@ -19,7 +19,8 @@ from apiserver_model import Fault, rbac_rules
 from cluster import GROUP, PLURAL, VERSION, Cluster, condition
 from harness import EmulatorThread, OperatorProcess, wait_for
 from kubernetes.client.exceptions import ApiException
-from nexrl_operator.progress import progress_patch
+
+from nexrl_runtime.contract import progress_patch
 
 STATUS_INTERVAL = "0.3"
 ALLOWED_RULES = {  # what the Helm chart's ClusterRole grants; the operator must need no more

@@ -26,7 +26,8 @@ from apiserver_model import Call, parse_target
 from harness import EmulatorThread, OperatorProcess, wait_for
 from helmchart import FULLNAME, NAMESPACE, REPO, Grant, Helm, deployment_args, find, grants
 from nexrl_operator.api import GROUP, PLURAL, VERSION
-from nexrl_operator.progress import status_path
+
+from nexrl_runtime.contract import status_path
 
 OPERATOR_AGENTS = ("kopf", "nexrl-operator")
 WATCHED, OUTSIDE = "team-a", "elsewhere"
@@ -166,7 +167,7 @@ def _runtime_patch(namespace: str) -> Call:
 @pytest.mark.parametrize("values", [{}, SINGLE_NAMESPACE, {"runtime": {"namespaces": ["ml", "ml-dev"]}}],
                          ids=["default", "single-namespace", "runtime-namespaces"])
 def test_runtime_may_patch_only_its_jobs_status(helm: Helm, values: dict[str, Any]) -> None:
-    """The Ray head's progress report (nexrl_operator.progress), and nothing else, in each job namespace."""
+    """The Ray head's progress report (nexrl_runtime.contract), and nothing else, in each job namespace."""
     manifests = helm.template(values)
     accounts = find(manifests, "ServiceAccount", "nexrl-runtime")
     namespaces = {a["metadata"]["namespace"] for a in accounts}
