@@ -19,7 +19,8 @@ from nexrl_operator.job_status import (
     summarize,
     verdict,
 )
-from nexrl_operator.progress import RUNTIME_KEYS, progress_patch, status_path
+
+from nexrl_runtime.contract import RUNTIME_KEYS, progress_patch, status_path
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:01:00Z"
 
