@@ -2,21 +2,28 @@
 # NexRL images, two targets (docs/kubernetes.md):
 #   docker build --target operator -t nexrl/nexrl-operator:0.1.0 .   the kopf operator, no torch
 #   docker build --target runtime  -t nexrl/nexrl:0.1.0 .            Ray head/workers, trainers, vLLM
+# Base of the wheel and operator stages: any Debian-like image with Python >= 3.11 and pip on PATH
+# (tests/image builds it with podman on a debootstrap bookworm: --build-arg PYTHON_IMAGE=...).
 ARG PYTHON_IMAGE=python:3.12-slim-bookworm
 # Official vLLM image: CUDA torch (the version vLLM pins) and vLLM with its OpenAI server.
 ARG VLLM_IMAGE=vllm/vllm-openai:v0.33.0
 
 # ---- the nexrl wheel, built once for both targets -------------------------------------------------
+# pip looks in docker/wheelhouse/ too (empty in git). Offline: fill it with `pip wheel` on the host and
+# pass --build-arg PIP_NO_INDEX=1 (tests/image does; pip in a build container may not reach PyPI).
 FROM ${PYTHON_IMAGE} AS wheel
+ARG PIP_NO_INDEX
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY nexrl_runtime ./nexrl_runtime
 COPY operator ./operator
-RUN pip wheel --no-cache-dir --no-deps --wheel-dir /wheels .
+RUN --mount=type=bind,source=docker/wheelhouse,target=/wheelhouse \
+    pip wheel --no-cache-dir --find-links /wheelhouse --no-deps --wheel-dir /wheels .
 
-# ---- operator: kopf + kubernetes + pydantic, ~200 MB ------------------------------------------------
+# ---- operator: kopf + kubernetes + pydantic: ~170 MB over the base (126 MB is the kubernetes client) --
 FROM ${PYTHON_IMAGE} AS operator
 ARG VERSION=0.1.0
+ARG PIP_NO_INDEX
 LABEL org.opencontainers.image.title="nexrl-operator" \
       org.opencontainers.image.description="NexRL Kubernetes operator (NexRLJob -> RayJob, vLLM, trainers)" \
       org.opencontainers.image.version="${VERSION}" \
@@ -26,7 +33,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 COPY docker/operator-requirements.txt /tmp/operator-requirements.txt
-RUN pip install --no-cache-dir -r /tmp/operator-requirements.txt
+RUN --mount=type=bind,source=docker/wheelhouse,target=/wheelhouse \
+    pip install --no-cache-dir --find-links /wheelhouse -r /tmp/operator-requirements.txt
 RUN --mount=type=bind,from=wheel,source=/wheels,target=/wheels \
     pip install --no-cache-dir --no-deps /wheels/nexrl-*.whl
 RUN useradd --system --uid 10001 --user-group --no-create-home --shell /usr/sbin/nologin nexrl

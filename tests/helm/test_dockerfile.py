@@ -126,3 +126,23 @@ def test_build_context_holds_what_the_dockerfile_copies() -> None:
     for source in sources:
         assert Path(source).parts[0] in kept, source
         assert (REPO / source).exists(), source
+
+
+@pytest.mark.parametrize("target", ["wheel", "operator"])
+def test_python_stages_can_build_offline_from_the_wheelhouse(target: str) -> None:
+    """Every pip of the Python stages also reads docker/wheelhouse/ (tests/image fills it on the host and
+    passes PIP_NO_INDEX=1, as pip in a build container here cannot reach PyPI); the base is a build arg."""
+    stage = stages()[target]
+    assert re.search(r"^FROM \$\{PYTHON_IMAGE\} AS ", stage, re.MULTILINE)
+    assert re.search(r"^ARG PIP_NO_INDEX$", stage, re.MULTILINE)  # no default: unset unless passed
+    pips = re.findall(r"^RUN (.*\bpip (?:install|wheel)\b.*)$", stage, re.MULTILINE)
+    assert pips
+    for run in pips:
+        if "/wheels/nexrl-" in run:
+            continue  # the nexrl wheel of the wheel stage, --no-deps
+        assert "--mount=type=bind,source=docker/wheelhouse,target=/wheelhouse" in run, run
+        assert "--find-links /wheelhouse" in run, run
+    # a bind mount's source must exist in every checkout: git keeps the folder by its README, no wheels
+    wheelhouse = REPO / "docker" / "wheelhouse"
+    assert (wheelhouse / "README.md").is_file()
+    assert (wheelhouse / ".gitignore").read_text().split() == ["*", "!.gitignore", "!README.md"]
