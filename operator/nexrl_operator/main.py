@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -47,6 +48,32 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
+class RoutineSuccess(logging.Filter):
+    """Drops kopf's INFO lines that only say a handler ran (``Timer 'status' succeeded.`` every status
+    interval per job, ``Handler 'admitted' succeeded.`` on every event): the handlers log what they
+    did (``ns/name: created RayJob x``); failures and retries still show."""
+
+    ROUTINE = re.compile(r"(Handler|Timer|Daemon) '[^']*' succeeded\."
+                         r"|\w+ is processed: \d+ succeeded; 0 failed\.")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno == logging.INFO and self.ROUTINE.fullmatch(record.getMessage()))
+
+
+def configure_logging(verbose: bool = False, debug: bool = False) -> None:
+    """kopf's log setup, with every line about a job prefixed ``[ns/name]``; without ``verbose``,
+    kopf's routine success lines are dropped (``RoutineSuccess``)."""
+    import kopf
+
+    kopf.configure(verbose=verbose, debug=debug, log_prefix=True)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    objects = logging.getLogger("kopf.objects")
+    for old in [f for f in objects.filters if isinstance(f, RoutineSuccess)]:
+        objects.removeFilter(old)
+    if not (verbose or debug):
+        objects.addFilter(RoutineSuccess())
+
+
 def kopf_settings() -> kopf.OperatorSettings:
     """kopf settings: our finalizer and annotation prefixes, events from `nexrl-operator`, watch filters."""
     import kopf
@@ -84,8 +111,7 @@ def run(argv: Sequence[str] | argparse.Namespace | None = None) -> int:
         words = list(sys.argv[1:] if argv is None else argv)
         parser = add_arguments(argparse.ArgumentParser(prog="nexrl-operator run", description=__doc__))
         args = parser.parse_args(words[1:] if words[:1] == ["--"] else words)
-    kopf.configure(verbose=args.verbose, debug=args.debug)
-    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    configure_logging(verbose=args.verbose, debug=args.debug)
     registry = kopf.OperatorRegistry()
     handlers.register(registry, handlers.Options(status_interval=args.status_interval, quotas=args.quotas))
     if args.metrics_port is not None:
