@@ -12,6 +12,8 @@ from typing import TextIO
 import torch
 from tqdm import tqdm
 
+from nexrl_runtime import checkpoint as ckpt
+from nexrl_runtime.config.loader import ConfigError
 from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.data.loader import DataLoader
 from nexrl_runtime.data.readers import load_items
@@ -62,6 +64,12 @@ class Controller:
             )
         if config.mode == "training-service":
             service_url(config)  # a missing URL is a config error, before any work
+            if config.checkpoint.every or config.resume.mode != "disable":
+                raise ConfigError(
+                    "checkpoint.every / resume.mode: run checkpoints are not supported in "
+                    "mode=training-service yet (the service holds the trainer state)"
+                )
+        self.resume_from = ckpt.resolve_resume(config)  # a bad resume.path fails before any work
         self.cfg = config
         self.echo = echo
         base = config.recipe_dir
@@ -118,11 +126,18 @@ class Controller:
         start = time.perf_counter()
         manager: RolloutManager | None = None
         try:
-            self._warm_start(summary)
+            if self.cfg.checkpoint.every:
+                ckpt.remove_temps(self.cfg.checkpoint_dir)  # what a killed save left behind
+            if self.resume_from is None:
+                self._warm_start(summary)
             trainer = self._build_trainer()
             manager = RolloutManager(self.workers, self.loader, self.pool, self.sync)
+            first = 1
+            if self.resume_from is not None:
+                first = self._restore(trainer, manager, self.resume_from) + 1
+                summary.steps = first - 1
             manager.start()
-            self._loop(trainer, manager, summary)
+            self._loop(trainer, manager, summary, first)
         except KeyboardInterrupt:
             summary.interrupted = True
             self._say("interrupted: stopping cleanly")
@@ -161,12 +176,20 @@ class Controller:
         if summary.val_after_warm_start:
             self.tracker.log(0, summary.val_after_warm_start)
 
-    def _loop(self, trainer: TrainerLike, manager: RolloutManager, summary: RunSummary) -> None:
+    def _loop(
+        self, trainer: TrainerLike, manager: RolloutManager, summary: RunSummary, first: int = 1
+    ) -> None:
         cfg = self.cfg
-        bar = tqdm(total=cfg.total_steps, desc="RL", disable=not cfg.logging.progress_bar, file=sys.stderr)
+        bar = tqdm(
+            total=cfg.total_steps,
+            initial=first - 1,
+            desc="RL",
+            disable=not cfg.logging.progress_bar,
+            file=sys.stderr,
+        )
         self.tracker.bar = None if bar.disable else bar  # console lines go through the bar
         try:
-            for step in range(1, cfg.total_steps + 1):
+            for step in range(first, cfg.total_steps + 1):
                 t0 = time.perf_counter()
                 batch = self._next_fresh_batch(manager, step)
                 if batch is None:
@@ -176,6 +199,8 @@ class Controller:
                 metrics = trainer.train_step(batch)
                 train_s = time.perf_counter() - t1
                 sync_s = self.sync.push(trainer.state_dict()) if self.sync.should_push(step) else 0.0
+                # the run state of a checkpoint is taken before the gate opens the next rollout
+                snapshot = self._snapshot(manager) if self._checkpoint_due(step) else None
                 self.sync.step_done(step)
                 rollout = manager.timings.popleft() if manager.timings else {}
                 metrics.update(
@@ -192,12 +217,90 @@ class Controller:
                     summary.val_final = {k: metrics[k] for k in val_keys if k in metrics}
                 metrics["step_seconds"] = time.perf_counter() - t0
                 self.tracker.log(step, metrics)
+                if snapshot is not None:  # after the step's metrics row: checkpoint N implies row N
+                    self._save_checkpoint(trainer, step, snapshot, metrics)
                 summary.steps = step
                 bar.update(1)
                 bar.set_postfix(reward=f"{metrics['reward_mean']:.3f}", v=self.sync.version)
         finally:
             self.tracker.bar = None
             bar.close()
+
+    # -- checkpoints ----------------------------------------------------------------------------
+    def _checkpoint_due(self, step: int) -> bool:
+        every = self.cfg.checkpoint.every
+        return bool(every) and (step % every == 0 or step == self.cfg.total_steps)
+
+    def _snapshot(self, manager: RolloutManager) -> dict:
+        """The driver's run state after a step's update and push, before the next rollout starts
+        (in sync mode the producer is then waiting at the gate, so the pool is empty)."""
+        plain, tensors = ckpt.global_rng_state()
+        return {
+            "manager": manager.snapshot(),
+            "rng": plain,
+            "rng_tensors": {**tensors, "engines": self.engine.rng_states()},
+            "weight_sync": {
+                "policy_version": self.sync.version,
+                "pushes": self.sync.pushes,
+                "dropped_stale": self.sync.dropped_stale,
+                "rerolled_stale": self.sync.rerolled_stale,
+            },
+        }
+
+    def _save_checkpoint(self, trainer: TrainerLike, step: int, snapshot: dict, metrics: dict) -> Path:
+        start = time.perf_counter()
+        digest, key_digests = ckpt.config_hash(self.cfg)
+
+        def write(tmp: Path) -> None:
+            held = trainer.save_checkpoint(tmp)  # type: ignore[attr-defined]
+            if held != step:
+                raise RuntimeError(f"the trainer holds {held} updates at RL step {step}")
+            torch.save(snapshot["rng_tensors"], tmp / ckpt.RNG)
+            state = {
+                "step": step,
+                "weight_sync": snapshot["weight_sync"],
+                "manager": snapshot["manager"],
+                "rng": snapshot["rng"],
+                "mode": self.cfg.weight_sync.mode,
+                "config_hash": digest,
+                "config_key_hashes": key_digests,
+                "metrics": {k: v for k, v in metrics.items() if isinstance(v, int | float)},
+            }
+            ckpt.write_json(tmp / ckpt.STATE, state)
+            ckpt.write_json(tmp / ckpt.CONFIG, self.cfg.model_dump(mode="json"))
+
+        root = Path(self.cfg.checkpoint_dir)
+        path = ckpt.write_checkpoint(root, step, write)
+        if self.cfg.checkpoint.export_hf:
+            ckpt.export_hf(path, path / "hf")
+        gone = ckpt.prune(root, self.cfg, step)
+        pruned = f", pruned steps {gone}" if gone else ""
+        self._say(f"checkpoint: {path} ({time.perf_counter() - start:.2f} s{pruned})")
+        return path
+
+    def _restore(self, trainer: TrainerLike, manager: RolloutManager, path: Path) -> int:
+        """Load checkpoint `path` into the trainer, engines, weight sync, data stream, RNGs and
+        metrics file; returns its step N (the loop goes on at N + 1; the warm start is not redone)."""
+        state = ckpt.read_state(path)
+        step = int(state["step"])
+        held = trainer.load_checkpoint(path)  # type: ignore[attr-defined]
+        if held != step:
+            raise RuntimeError(f"{path}: the trainer state holds {held} updates, the run state {step}")
+        ws = state["weight_sync"]
+        self.sync.version = int(ws["policy_version"])
+        self.sync.pushes = int(ws["pushes"])
+        self.sync.dropped_stale = int(ws["dropped_stale"])
+        self.sync.rerolled_stale = int(ws["rerolled_stale"])
+        self.sync.steps_done = step
+        manager.restore(state["manager"], batches_started=step, batch_size=self.cfg.data.batch_size)
+        tensors = torch.load(path / ckpt.RNG, weights_only=True)
+        ckpt.set_global_rng_state(state["rng"], tensors)
+        self.engine.load_weights(trainer.state_dict(), self.sync.version)
+        if tensors.get("engines"):
+            self.engine.set_rng_states(tensors["engines"])
+        self.tracker.resume_at(step)
+        self._say(f"resumed from {path}: step {step}, policy version {self.sync.version}")
+        return step
 
     def _next_fresh_batch(self, manager: RolloutManager, step: int) -> Batch | None:
         """The next pool batch minus over-stale groups (dropped, or re-rolled into later batches)."""

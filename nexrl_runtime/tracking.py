@@ -53,6 +53,28 @@ class Tracker:
             for sink in self.sinks:
                 sink.on_step(step, metrics)
 
+    def resume_at(self, step: int) -> list[dict[str, Any]]:
+        """Continue the series of a run resumed after RL step `step`: rows of later steps (a killed
+        run's) and a line cut short by the kill are removed from metrics.jsonl (rewritten
+        atomically); the kept rows become `history`, so the curves show one series."""
+        self._file.close()
+        kept, lines = [], []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue
+            if row.get("phase") == "rl" and row.get("step", 0) > step:
+                continue
+            kept.append(row)
+            lines.append(line)
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(f"{x}\n" for x in lines), encoding="utf-8")
+        tmp.replace(self.path)
+        self._file = self.path.open("a", encoding="utf-8")
+        self.history = kept
+        return kept
+
     def _echo(self, line: str) -> None:
         assert self.echo is not None
         if self.bar is None:

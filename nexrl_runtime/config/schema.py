@@ -228,6 +228,37 @@ class RayConfig(Strict):
         return self
 
 
+class KeepBestConfig(Strict):
+    """Keep the checkpoint with the best value of `metric` (a metrics.jsonl key of the save step)."""
+
+    metric: str = Field(..., description="e.g. val_accuracy or reward_mean")
+    mode: Literal["max", "min"] = "max"
+
+
+class CheckpointConfig(Strict):
+    """Full-run checkpoints (`<dir>/global_step_N`, written atomically; see docs/checkpoints.md)."""
+
+    every: int | None = Field(None, ge=1, description="save every N RL steps (and at the last); None: never")
+    keep_last: int | None = Field(None, ge=1, description="keep the newest N complete checkpoints; None: all")
+    keep_best: KeepBestConfig | None = Field(None, description="also keep the best one by a metric")
+    dir: str | None = Field(None, description="default <output_dir>/checkpoints")
+    export_hf: bool = Field(False, description="also write an HF folder (hf/) of the policy on every save")
+
+
+class ResumeConfig(Strict):
+    """`auto`: the latest complete checkpoint under checkpoint.dir (a fresh start if none);
+    `from_path`: the checkpoint folder at `path` (must come from the same config)."""
+
+    mode: Literal["disable", "auto", "from_path"] = "disable"
+    path: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> ResumeConfig:
+        if self.mode == "from_path" and not self.path:
+            raise ValueError("resume.path is required when resume.mode is 'from_path' (a checkpoint folder)")
+        return self
+
+
 class NexRLConfig(Strict):
     """A whole recipe."""
 
@@ -251,6 +282,12 @@ class NexRLConfig(Strict):
     inference: InferenceConfig = InferenceConfig()
     cluster: ClusterConfig = ClusterConfig()
     ray: RayConfig = RayConfig()
+    checkpoint: CheckpointConfig = CheckpointConfig()
+    resume: ResumeConfig = ResumeConfig()
+
+    @property
+    def checkpoint_dir(self) -> str:
+        return self.checkpoint.dir or f"{self.output_dir}/checkpoints"
 
     @property
     def train_batch_size(self) -> int:

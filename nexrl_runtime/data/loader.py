@@ -123,6 +123,12 @@ class DataLoader:
         if left == 0 or (self.config.drop_last and left < self.config.batch_size):
             self._epoch, self._position = self._epoch + 1, 0
 
+    def group(self, epoch: int, position: int, index: int) -> list[Item]:
+        """The Items of one group, as `next_batch` made them (a checkpoint stores only these ids)."""
+        if not 0 <= index < len(self._rows):
+            raise ValueError(f"item index {index} is out of range for {len(self._rows)} items")
+        return self._expand(epoch, position, index)
+
     def _expand(self, epoch: int, position: int, index: int) -> list[Item]:
         row = self._rows[index]
         group_id = f"e{epoch}-i{index}"

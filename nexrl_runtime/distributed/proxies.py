@@ -79,6 +79,21 @@ class EngineGroup(InferenceEngine):
         host = self.runtime.role_hosts("engine")[0]
         return self.runtime.get(host, "engine", "generate", prompts, params)
 
+    def rng_states(self) -> list[torch.Tensor]:
+        """Every engine actor's generator, in host order."""
+        return [
+            state
+            for host in self.runtime.role_hosts("engine")
+            for state in self.runtime.get(host, "engine", "rng_states")
+        ]
+
+    def set_rng_states(self, states: list[torch.Tensor]) -> None:
+        hosts = self.runtime.role_hosts("engine")
+        if len(states) != len(hosts):
+            raise ValueError(f"the checkpoint has {len(states)} engine generators, the run {len(hosts)}")
+        for host, state in zip(hosts, states, strict=True):
+            self.runtime.get(host, "engine", "set_rng_states", [state])
+
     def stats(self) -> dict[str, float]:
         n = len(self.push_seconds)
         return {
@@ -110,6 +125,17 @@ class RayTrainerProxy:
     def state_dict(self) -> StateRef:
         """The weights as an object-store reference: the driver never copies them."""
         return StateRef(self.host.call("trainer", "packed_state"))
+
+    def save_checkpoint(self, folder: object) -> int:
+        """The trainer's part of a run checkpoint, written by the actor (shared storage)."""
+        return self.runtime.get(self.host, "trainer", "save_checkpoint", str(folder))
+
+    def load_checkpoint(self, folder: object) -> int:
+        """Restore a run checkpoint in the actor; a later trainer restart restores this state too."""
+        self.global_step = self.runtime.get(self.host, "trainer", "load_checkpoint", str(folder))
+        if self.keep_checkpoints:
+            self.save(self.runtime.checkpoint)
+        return self.global_step
 
     def save(self, path: object) -> None:
         step = self.runtime.get(self.host, "trainer", "save", str(path))

@@ -66,6 +66,12 @@ class EngineRole:
         self.engine.load_weights(unpack(weights), version)
         return version
 
+    def rng_states(self) -> list[torch.Tensor]:
+        return self.engine.rng_states()
+
+    def set_rng_states(self, states: list[torch.Tensor]) -> None:
+        self.engine.set_rng_states(states)
+
 
 class WorkerRole:
     """A rollout worker (also the validator's role); returns timings with the trajectories."""
@@ -116,6 +122,19 @@ class TrainerRole:
     def load(self, path: str) -> int:
         self._live().load(path)
         return self._live().global_step
+
+    def save_checkpoint(self, folder: str) -> int:
+        """The trainer's files of a run checkpoint, written by this actor into `folder` (which the
+        driver made: one file system for both, i.e. shared storage in a cluster)."""
+        if not os.path.isdir(folder):
+            raise FileNotFoundError(
+                f"the trainer actor (pid {os.getpid()}) cannot see checkpoint folder {folder}: "
+                "checkpoint.dir must be on storage shared by the driver and the trainer's node"
+            )
+        return self._live().save_checkpoint(folder)
+
+    def load_checkpoint(self, folder: str) -> int:
+        return self._live().load_checkpoint(folder)
 
     def restore(self, path: str) -> int:
         """Load the checkpoint if this node sees it; the step it holds, or -1."""

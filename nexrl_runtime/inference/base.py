@@ -6,6 +6,7 @@ import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -50,6 +51,13 @@ class InferenceEngine(ABC):
     @abstractmethod
     def load_weights(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
         """Replace the served weights; afterwards completions carry `version`."""
+
+    def rng_states(self) -> list[Any]:
+        """The sampling generators' states, for a checkpoint ([]: none kept here, e.g. a server)."""
+        return []
+
+    def set_rng_states(self, states: list[Any]) -> None:  # noqa: B027 - optional hook
+        """Restore what `rng_states` returned."""
 
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources (processes, connections)."""

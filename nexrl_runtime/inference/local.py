@@ -52,6 +52,16 @@ class LocalEngine(InferenceEngine):
             self.model.load_state_dict(state_dict, strict=True)
             self.policy_version = version
 
+    def rng_states(self) -> list[torch.Tensor]:
+        with self._lock:
+            return [self._gen.get_state()]
+
+    def set_rng_states(self, states: list[torch.Tensor]) -> None:
+        if len(states) != 1:
+            raise ValueError(f"a LocalEngine has one generator, the checkpoint holds {len(states)}")
+        with self._lock:
+            self._gen.set_state(states[0])
+
     def generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
         if not prompts:
             return []

@@ -78,13 +78,38 @@ class RolloutManager:
         """Queue the items of these groups for another rollout (over-stale trajectories)."""
         with self._lock:
             items = [it for g in group_ids for it in self._items.pop(g, [])]
-        if items:
-            self._reroll.append(items)
+            if items:
+                self._reroll.append(items)
 
     def forget(self, group_ids: set[str]) -> None:
         with self._lock:
             for g in group_ids:
                 self._items.pop(g, None)
+
+    def snapshot(self) -> dict[str, object]:
+        """What a checkpoint needs of the stream: the loader's position and the groups taken from
+        it but not yet trained on (queued for re-roll, rolling out, or in the pool), as
+        (epoch, position, index) ids. Consistent: the producer takes items under the same lock."""
+        with self._lock:
+            firsts: dict[str, Item] = {}
+            for it in [it for items in self._reroll for it in items]:
+                firsts.setdefault(it.group_id, it)
+            for members in self._items.values():
+                firsts.setdefault(members[0].group_id, members[0])
+            pending = list(firsts.values())
+            return {
+                "loader": self.loader.state(),
+                "pending_groups": [[it.epoch, it.position, it.index] for it in pending],
+            }
+
+    def restore(self, snapshot: dict, batches_started: int, batch_size: int) -> None:
+        """Before `start`: continue the stream from a `snapshot`; its unfinished groups are rolled
+        out again first (in batches of `batch_size` groups), then the loader goes on."""
+        self.loader.load_state(snapshot["loader"])
+        self.batches_started = batches_started
+        groups = [self.loader.group(*ids) for ids in snapshot.get("pending_groups", [])]
+        for start in range(0, len(groups), batch_size):
+            self._reroll.append([it for g in groups[start : start + batch_size] for it in g])
 
     def _next_items(self) -> list[Item]:
         if self._reroll:
@@ -96,12 +121,12 @@ class RolloutManager:
             while not self._stop.is_set():
                 if not self.sync.wait_until(self.batches_started, timeout=None, stop=self._stop):
                     return
-                items = self._next_items()
-                if not items:  # the data stream is exhausted
-                    self.pool.close()
-                    return
-                self.batches_started += 1
-                with self._lock:
+                with self._lock:  # taking items and registering them is one step for snapshot()
+                    items = self._next_items()
+                    if not items:  # the data stream is exhausted
+                        self.pool.close()
+                        return
+                    self.batches_started += 1
                     for it in items:
                         self._items.setdefault(it.group_id, []).append(it)
                 if self.pool.batch_ready == "loaded_batch_finished":

@@ -143,6 +143,38 @@ class Trainer(ABC):
                 os.unlink(tmp)
             raise
 
+    def save_checkpoint(self, folder: str | os.PathLike[str]) -> int:
+        """Write the trainer's part of a run checkpoint into `folder` (nexrl_runtime/checkpoint.py
+        makes it atomic): `model.safetensors`, `optimizer.pt`, and `ref_model.safetensors` when
+        there is a frozen reference model. Returns the step it holds."""
+        from safetensors.torch import save_model
+
+        folder = os.fspath(folder)
+        save_model(self.model, os.path.join(folder, "model.safetensors"))
+        ref = getattr(self, "ref_model", None)
+        if ref is not None:
+            save_model(ref, os.path.join(folder, "ref_model.safetensors"))
+        extra = {"global_step": self.global_step}
+        torch.save({"optimizer": self.optimizer.state_dict(), **extra}, os.path.join(folder, "optimizer.pt"))
+        return self.global_step
+
+    def load_checkpoint(self, folder: str | os.PathLike[str]) -> int:
+        """Restore what `save_checkpoint` wrote; returns the step it holds."""
+        from safetensors.torch import load_model
+
+        folder = os.fspath(folder)
+        load_model(self.model, os.path.join(folder, "model.safetensors"), device=str(self.device))
+        ref = getattr(self, "ref_model", None)
+        ref_file = os.path.join(folder, "ref_model.safetensors")
+        if ref is not None:
+            if not os.path.exists(ref_file):
+                raise FileNotFoundError(f"{folder} has no ref_model.safetensors for the KL reference")
+            load_model(ref, ref_file, device=str(self.device))
+        state = torch.load(os.path.join(folder, "optimizer.pt"), map_location=self.device, weights_only=True)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.global_step = int(state["global_step"])
+        return self.global_step
+
     def load(self, path: str | os.PathLike[str]) -> None:
         """Restore what `save` wrote (a GRPO reference model is not saved: it is the initial weights)."""
         state = torch.load(os.fspath(path), map_location=self.device, weights_only=True)
