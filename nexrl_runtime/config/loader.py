@@ -17,6 +17,7 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ValidationError
 
+from nexrl_runtime.config.errors import problem_lines
 from nexrl_runtime.config.schema import ClusterConfig, NexRLConfig
 
 
@@ -24,18 +25,9 @@ class ConfigError(ValueError):
     """A recipe that cannot run; the message says where and why."""
 
 
-def format_validation_error(err: ValidationError, data: dict[str, Any] | None = None) -> str:
-    """One line per problem: `path: got VALUE; MESSAGE`."""
-    lines = []
-    for e in err.errors():
-        path = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"{path}: unknown key (got {e['input']!r}); check the spelling against the schema")
-        elif e["type"] == "missing":
-            lines.append(f"{path}: required but missing")
-        else:
-            lines.append(f"{path}: got {e['input']!r}; {e['msg']}")
-    return "invalid config:\n  " + "\n  ".join(lines)
+def format_validation_error(err: ValidationError, model: type[BaseModel] = NexRLConfig) -> str:
+    """One line per problem, in the words the operator uses too (config.errors): `path: what is wrong`."""
+    return "invalid config:\n  " + "\n  ".join(problem_lines(err, model))
 
 
 def validate(data: dict[str, Any]) -> NexRLConfig:
@@ -97,7 +89,7 @@ def load_cluster(path: str | Path) -> ClusterConfig:
         raise ConfigError(f"cannot read cluster file {path}: {err}") from None
     except ValidationError as err:
         raise ConfigError(
-            format_validation_error(err).replace("\n  ", f"\n  cluster ({path}): ", 1)
+            format_validation_error(err, ClusterConfig).replace("\n  ", f"\n  cluster ({path}): ", 1)
         ) from None
 
 

@@ -53,7 +53,7 @@ def test_env_interpolation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         (["trainer.grpo.clip_low=-1"], ["trainer.grpo.clip_low", "-1", "greater than or equal to 0"]),
         (["weight_sync.mode=eventually"], ["weight_sync.mode", "eventually", "'sync', 'batch-async'"]),
         (["data.batch_size=many"], ["data.batch_size", "many", "integer"]),
-        (["++trainer.grpo.clip_lo=0.1"], ["trainer.grpo.clip_lo", "unknown key"]),
+        (["++trainer.grpo.clip_lo=0.1"], ["trainer.grpo.clip_lo: unknown field (did you mean 'clip_low'?)"]),
         (["model.hidden_size=100", "model.num_heads=3"], ["model.hidden_size=100", "divisible"]),
     ],
 )
@@ -71,7 +71,7 @@ def test_unknown_override_key_fails_in_hydra() -> None:
 
 def test_missing_required_section(tmp_path: Path) -> None:
     path = write(tmp_path, "job.yaml", "data: {path: d.jsonl}\n")
-    with pytest.raises(ConfigError, match=r"rollout: required but missing"):
+    with pytest.raises(ConfigError, match=r"rollout is required"):
         load_config(path)
 
 
@@ -89,7 +89,7 @@ def test_cluster_file_fills_cluster_section(tmp_path: Path) -> None:
         4,
     )
     bad = write(tmp_path, "bad.yaml", "trainer: {gpus: 8}\n")
-    with pytest.raises(ConfigError, match=r"cluster .*trainer.gpus: unknown key"):
+    with pytest.raises(ConfigError, match=r"cluster .*trainer.gpus: unknown field"):
         load_config(RECIPE, cluster_file=bad)
 
 
