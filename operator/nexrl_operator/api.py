@@ -71,7 +71,7 @@ class InferenceSpec(ApiModel):
     engine: Literal["vllm"] = "vllm"
     replicas: int = Field(1, ge=0, description="inference servers; 0 = none")
     gpus_per_replica: int = Field(1, ge=1, le=64, description="GPUs per server (tensor parallel size)")
-    image: str | None = Field(None, min_length=1, description="engine image; default: spec.image")
+    image: str | None = Field(None, min_length=1, description="engine image; default: the runtime image")
     args: list[str] = Field(default_factory=list, description="extra `vllm serve` arguments")
     resources: Resources = Field(default_factory=Resources)
 
@@ -143,7 +143,10 @@ class NexRLJobSpec(ApiModel):
     recipe: str | None = Field(None, min_length=1, description="recipe YAML path inside the image")
     config: dict[str, Any] | None = Field(None, description="inline recipe (instead of spec.recipe)")
     overrides: list[str] = Field(default_factory=list, description="Hydra overrides, e.g. total_steps=50")
-    image: str = Field(..., min_length=1, description="NexRL runtime image (Ray head, workers, trainer)")
+    image: str | None = Field(
+        None, min_length=1,
+        description="runtime image (Ray head, workers, trainer); default: nexrl-operator --default-image",
+    )
     mode: Mode = Field("self-hosted", description="self-hosted: trainer in Ray; training-service: pods")
     model: ModelSpec | None = None
     inference: InferenceSpec = Field(InferenceSpec())

@@ -9,7 +9,7 @@ from pathlib import Path
 from . import main as main_module  # imports kopf only inside run()
 from . import yamlio
 from .api import KIND
-from .builders import build_children
+from .builders import NO_DEFAULTS, OperatorDefaults, build_children
 from .crdgen import CRDS, crd_yaml
 from .spec_checks import JobValidationError, parse_job
 
@@ -26,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     render.add_argument("-f", "--filename", required=True, help="NexRLJob YAML file ('-' for stdin)")
     render.add_argument("-n", "--namespace", help="default: metadata.namespace, else 'default'")
     render.add_argument("--uid", default=PLACEHOLDER_UID, help="owner uid written into ownerReferences")
+    render.add_argument("--default-image", metavar="IMAGE",
+                        help="runtime image of jobs without spec.image, as `run --default-image` "
+                             "(default: none, spec.image is required)")
+    render.add_argument("--default-inference-image", metavar="IMAGE",
+                        help="vLLM image of jobs without spec.inference.image, as in `run`")
     main_module.add_arguments(sub.add_parser("run", help="run the operator (kopf)"))
     return parser
 
@@ -43,7 +48,7 @@ def _crds(output: Path | None) -> int:
     return 0
 
 
-def _render(filename: str, namespace: str | None, uid: str) -> int:
+def _render(filename: str, namespace: str | None, uid: str, defaults: OperatorDefaults = NO_DEFAULTS) -> int:
     text = sys.stdin.read() if filename == "-" else Path(filename).read_text()
     children = []
     for doc in yamlio.load_all(text):
@@ -53,9 +58,9 @@ def _render(filename: str, namespace: str | None, uid: str) -> int:
         meta = doc.get("metadata") or {}
         name = meta.get("name", "")
         try:
-            job = parse_job(doc)
+            job = parse_job(doc, default_image=defaults.image)
             ns = namespace or meta.get("namespace") or "default"
-            children += build_children(job, name=name, namespace=ns, uid=uid)
+            children += build_children(job, name=name, namespace=ns, uid=uid, defaults=defaults)
         except JobValidationError as exc:
             for error in exc.errors:
                 print(f"error: {KIND} {name!r}: {error}", file=sys.stderr)
@@ -70,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "crds":
         return _crds(args.output)
     if args.command == "render":
-        return _render(args.filename, args.namespace, args.uid)
+        defaults = OperatorDefaults(image=args.default_image or None,
+                                    inference_image=args.default_inference_image or None)
+        return _render(args.filename, args.namespace, args.uid, defaults)
     return int(main_module.run(args) or 0)
 
 

@@ -65,10 +65,15 @@ def _observed(uid: str, indexes: Mapping[str, Any]) -> dict[str, Child]:
     return found
 
 
+def _default_image(memo: kopf.Memo) -> str | None:
+    """The operator's runtime image for jobs without spec.image (``--default-image``)."""
+    return (getattr(memo, "defaults", None) or NO_DEFAULTS).image
+
+
 def _admit(body: kopf.Body, job: NexRLJob, memo: kopf.Memo) -> tuple[Decision | None, NexRLJob]:
     """The quota decision (None: the job takes no part), and the job its children are built from (a
     scale-up that waits for GPUs keeps the replicas the job holds GPUs for)."""
-    view = job_view(body)
+    view = job_view(body, default_image=_default_image(memo))
     decision = memo.admitter.decide(view)
     if decision is None or decision.state is not State.ADMITTED:
         return decision, job
@@ -171,7 +176,7 @@ async def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, fresh:
             kopf.info(body, reason="SpecIgnored", message="the job has finished; spec changes are ignored")
         return
     try:
-        job = parse_job(body)
+        job = parse_job(body, default_image=_default_image(memo))
     except JobValidationError as exc:
         kopf.warn(body, reason="ValidationFailed", message=str(exc))
         obs = _observe(meta, status, invalid=str(exc))
@@ -226,7 +231,7 @@ async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **
     if is_finished(status) or status.get("observedGeneration") != meta.get("generation"):
         return  # finished, or the change handlers have not seen this generation yet
     try:
-        job = parse_job(body)
+        job = parse_job(body, default_image=_default_image(memo))
     except JobValidationError:
         return  # reported by the change handlers
     restart = spec_changes.pending_restart(meta, job.spec)

@@ -34,6 +34,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="ServiceAccount of the NexRL pods (Ray head/workers, trainers), which patch their "
                         "job's status; it must exist in the job's namespace (the Helm chart creates it); "
                         "default: the namespace's default account")
+    p.add_argument("--default-image", metavar="IMAGE",
+                   help="NexRL runtime image of jobs that set no spec.image (default: none, spec.image is "
+                        "required)")
     p.add_argument("--default-inference-image", metavar="IMAGE",
                    help="vLLM image of jobs that set no spec.inference.image (default: the job's spec.image)")
     p.add_argument("--metrics-port", type=int, metavar="PORT",
@@ -96,7 +99,8 @@ def operator_defaults(args: argparse.Namespace) -> OperatorDefaults:
     from .builders import OperatorDefaults
 
     return OperatorDefaults(service_account=args.runtime_service_account or None,
-                            inference_image=args.default_inference_image or None)
+                            inference_image=args.default_inference_image or None,
+                            image=args.default_image or None)
 
 
 def run(argv: Sequence[str] | argparse.Namespace | None = None) -> int:

@@ -22,8 +22,9 @@ RESOURCE_QUOTA = ("", "v1", "resourcequotas")
 NAMESPACE = ("", "v1", "namespaces")
 
 
-def index_job(body: kopf.Body, **_: Any) -> dict[str, JobView]:
-    view = job_view(body)
+def index_job(body: kopf.Body, memo: kopf.Memo, **_: Any) -> dict[str, JobView]:
+    defaults = getattr(memo, "defaults", None)
+    view = job_view(body, default_image=defaults.image if defaults is not None else None)
     return {view.uid: view}
 
 

@@ -79,14 +79,14 @@ def admitted_spec(spec: NexRLJobSpec, applied: Mapping[str, Any] | None, gpus: i
     return spec.model_copy(update={"inference": inference.model_copy(update={"replicas": replicas})})
 
 
-def job_view(body: Mapping[str, Any]) -> JobView:
-    """Digest a NexRLJob object."""
+def job_view(body: Mapping[str, Any], default_image: str | None = None) -> JobView:
+    """Digest a NexRLJob object (``default_image``: the operator's ``--default-image``, see parse_job)."""
     meta, status = body.get("metadata") or {}, dict(body.get("status") or {})
     base = JobView(uid=meta.get("uid", ""), namespace=meta.get("namespace", ""), name=meta.get("name", ""),
                    generation=meta.get("generation") or 1, status=status)
     created = meta.get("creationTimestamp", "")
     try:
-        spec = parse_job(body).spec
+        spec = parse_job(body, default_image=default_image).spec
     except JobValidationError:
         held = status.get("admittedGpus")
         if held is None:

@@ -1,36 +1,55 @@
 """Checks the CRD schema cannot express (or that API servers without CEL would skip).
 
-Every problem is a FieldError naming the field (API spelling), the value and what is allowed;
-the handlers put `str(error)` into the job's status message.
+Every problem is a FieldError naming the field (API spelling) and saying in words what is wrong
+and what is allowed (``spec.model is required when ...``, ``spec.gpus: unknown field``); the
+handlers put `str(error)` into the job's status message. An inline recipe (``spec.config``) is
+checked with the runtime's own schema and wording (``nexrl_runtime.config``), as far as that is
+possible without Hydra (see ``_inline_config``).
 """
 
 from __future__ import annotations
 
+import copy
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
+from nexrl_runtime.config.errors import field_path, located_problems, problem_text
+from nexrl_runtime.config.schema import NexRLConfig
+
 from .api import GPU_RESOURCE, NexRLJob, NexRLJobSpec, Resources
 from .naming import name_problem
 
 RESERVED_OVERRIDE_KEYS = ("mode", "launch_mode", "cluster")
 """Config keys the operator owns: set them through the spec, not through overrides."""
+_OWNED = {"mode": "from spec.mode", "launch_mode": "to ray (the job runs on its Ray cluster)",
+          "cluster": "from the spec (the job's cluster.yaml)"}
 RESERVED_ENGINE_ARGS = ("--port", "--host", "--tensor-parallel-size", "-tp", "--served-model-name")
 """`vllm serve` flags the operator sets from the spec."""
+TRAINING_SERVICE_RANKS = 1
+"""Trainer ranks `nexrl serve-trainer` runs today (trainer_service.server.world_size)."""
+_OVERRIDE = re.compile(r"^(?P<op>~|\+\+|\+)?(?P<key>[A-Za-z_][\w\-]*(?:\.[\w\-]+)*)(?:=(?P<value>.*))?$")
+_SIMPLE_VALUE = re.compile(r"^[^\[\]{}(),$'\"\\*?]*$|^'[^']*'$|^\"[^\"]*\"$")
+"""Override values read like YAML scalars here; anything else (lists, sweeps, functions,
+interpolations) only Hydra reads, and the field it sets is left to the runtime's check."""
+_INT = re.compile(r"^[+-]?\d[\d_]*$")
+_FLOAT = re.compile(r"^[+-]?((\d[\d_]*)?\.\d+|\d[\d_]*\.?\d*)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.I)
 
 
 @dataclass(frozen=True)
 class FieldError:
-    """One invalid field: where, what it holds, what is allowed."""
+    """One invalid field: where (API spelling), what it holds, what is wrong in words."""
 
     field: str
     value: Any
     message: str
+    """reads after the field: 'is required ...', or what follows `field: `"""
 
     def __str__(self) -> str:
-        return f"{self.field}={self.value!r}: {self.message}"
+        return problem_text(self.field, self.message)
 
 
 class JobValidationError(ValueError):
@@ -41,41 +60,52 @@ class JobValidationError(ValueError):
         super().__init__("; ".join(str(e) for e in errors))
 
 
-def validate_job(spec: NexRLJobSpec, *, name: str | None = None) -> list[FieldError]:
-    """Every problem of a spec (and of the job name when given); an empty list means valid."""
-    errors = list(_source(spec)) + list(_storage(spec)) + list(_shape(spec)) + list(_gpu_resources(spec))
+def validate_job(spec: NexRLJobSpec, *, name: str | None = None, default_image: str | None = None
+                 ) -> list[FieldError]:
+    """Every problem of a spec (and of the job name when given); an empty list means valid.
+
+    `default_image`: the operator's runtime image for jobs without spec.image (None: it has none,
+    so spec.image is required)."""
+    errors = list(_source(spec)) + list(_image(spec, default_image)) + list(_storage(spec))
+    errors += list(_shape(spec)) + list(_gpu_resources(spec))
     errors += list(_overrides(spec.overrides)) + list(_engine_args(spec.inference.args))
+    errors += list(_inline_config(spec, name or "job"))
     if name is not None and (problem := name_problem(name)):
-        errors.insert(0, FieldError("metadata.name", name, problem))
+        errors.insert(0, FieldError("metadata.name", name, f"{problem} (got {name!r})"))
     return errors
 
 
-def check_job(job: NexRLJob) -> None:
+def check_job(job: NexRLJob, *, default_image: str | None = None) -> None:
     """Raise JobValidationError when the job (spec and metadata.name) is not valid."""
-    if errors := validate_job(job.spec, name=job.metadata.name):
+    if errors := validate_job(job.spec, name=job.metadata.name, default_image=default_image):
         raise JobValidationError(errors)
 
 
-def parse_job(body: Mapping[str, Any]) -> NexRLJob:
-    """Parse and check a NexRLJob object; schema and semantic problems both raise JobValidationError."""
+def parse_job(body: Mapping[str, Any], *, default_image: str | None = None) -> NexRLJob:
+    """Parse and check a NexRLJob object; schema and semantic problems both raise JobValidationError
+    (`default_image` as in `validate_job`)."""
     try:
         job = NexRLJob.model_validate(dict(body))
     except ValidationError as exc:
         raise JobValidationError(
-            [
-                FieldError(".".join(str(p) for p in err["loc"]), err.get("input"), err["msg"])
-                for err in exc.errors(include_url=False)
-            ]
+            [FieldError(field_path(loc), None, words) for loc, _, words in located_problems(exc, NexRLJob)]
         ) from None
-    check_job(job)
+    check_job(job, default_image=default_image)
     return job
 
 
 def _source(spec: NexRLJobSpec) -> Iterator[FieldError]:
     if spec.recipe is None and spec.config is None:
-        yield FieldError("spec.recipe", None, "set spec.recipe (a path in the image) or spec.config")
+        yield FieldError("spec", None,
+                         "set spec.recipe (a recipe path in the image) or spec.config (an inline recipe)")
     elif spec.recipe is not None and spec.config is not None:
         yield FieldError("spec.config", "<inline recipe>", "spec.recipe is set too; set only one of them")
+
+
+def _image(spec: NexRLJobSpec, default_image: str | None) -> Iterator[FieldError]:
+    if spec.image is None and not default_image:
+        yield FieldError("spec.image", None, "is required: this operator has no default runtime image "
+                                             "(nexrl-operator --default-image, the chart's runtime.image)")
 
 
 def _storage(spec: NexRLJobSpec) -> Iterator[FieldError]:
@@ -92,7 +122,7 @@ def _storage(spec: NexRLJobSpec) -> Iterator[FieldError]:
         yield FieldError(
             "spec.storage.storageClassName",
             storage.storage_class_name,
-            "only used when the operator creates the claim (spec.storage.size)",
+            "only used when the operator creates the claim (spec.storage.size); remove it",
         )
 
 
@@ -102,21 +132,29 @@ def _shape(spec: NexRLJobSpec) -> Iterator[FieldError]:
         yield FieldError(
             "spec.trainer.gpusPerNode",
             trainer.gpus_per_node,
-            "spec.trainer.nodes is 0, so no trainer pod would hold these GPUs; "
-            "set spec.trainer.nodes >= 1 or spec.trainer.gpusPerNode to 0 (train on the Ray head)",
+            f"{trainer.gpus_per_node} GPU(s) per node, but spec.trainer.nodes is 0, so no trainer pod would "
+            "hold them; set spec.trainer.nodes >= 1 or spec.trainer.gpusPerNode to 0 (train on the Ray head)",
         )
     if spec.mode == "training-service":
+        # NNODES x NPROC_PER_NODE as the trainer pods get them (0 counts as 1, as in world_size)
+        ranks = trainer.nodes * max(trainer.gpus_per_node, 1)
         if trainer.nodes == 0:
-            yield FieldError("spec.trainer.nodes", 0, "training-service mode needs at least 1 trainer node")
-        if inference.replicas == 0:
+            yield FieldError("spec.trainer.nodes", 0, "training-service mode needs 1 trainer node (got 0)")
+        elif ranks > TRAINING_SERVICE_RANKS:
             yield FieldError(
-                "spec.inference.replicas", 0, "training-service mode needs at least 1 inference replica"
+                "spec.trainer",
+                {"nodes": trainer.nodes, "gpusPerNode": trainer.gpus_per_node},
+                f"training-service runs one trainer rank today (nodes x gpusPerNode = {ranks}); "
+                "set spec.trainer.nodes to 1 and spec.trainer.gpusPerNode to 1 (or 0: a CPU trainer)",
             )
+        if inference.replicas == 0:
+            yield FieldError("spec.inference.replicas", 0,
+                             "training-service mode needs at least 1 inference replica (got 0)")
     if inference.replicas > 0 and spec.model is None:
         yield FieldError(
             "spec.model",
             None,
-            "spec.model.name is required when spec.inference.replicas > 0 (vLLM serves it)",
+            "is required when spec.inference.replicas > 0 (vLLM serves it): set spec.model.name",
         )
 
 
@@ -124,8 +162,8 @@ def _gpu_resources(spec: NexRLJobSpec) -> Iterator[FieldError]:
     fields: dict[str, tuple[Resources, str]] = {
         "spec.inference.resources": (spec.inference.resources, "spec.inference.gpusPerReplica"),
         "spec.trainer.resources": (spec.trainer.resources, "spec.trainer.gpusPerNode"),
-        "spec.rollout.resources": (spec.rollout.resources, "none (rollout workers are CPU pods)"),
-        "spec.head.resources": (spec.head.resources, "none (the Ray head is a CPU pod)"),
+        "spec.rollout.resources": (spec.rollout.resources, "nowhere (rollout workers are CPU pods)"),
+        "spec.head.resources": (spec.head.resources, "nowhere (the Ray head is a CPU pod)"),
     }
     for path, (resources, instead) in fields.items():
         for kind in ("limits", "requests"):
@@ -134,7 +172,7 @@ def _gpu_resources(spec: NexRLJobSpec) -> Iterator[FieldError]:
                 yield FieldError(
                     f"{path}.{kind}['{GPU_RESOURCE}']",
                     value,
-                    f"GPU counts come from {instead}, not resources",
+                    f"GPU counts come from {instead}, not from resources; remove it (got {value!r})",
                 )
 
 
@@ -143,13 +181,14 @@ def _overrides(overrides: list[str]) -> Iterator[FieldError]:
         key, sep, _ = override.lstrip("+~").partition("=")
         if not key or not (sep or override.startswith("~")):
             yield FieldError(
-                f"spec.overrides[{i}]", override, "a Hydra override looks like key=value, +key=value or ~key"
+                f"spec.overrides[{i}]", override,
+                f"{override!r} is not a Hydra override: write key=value, +key=value, ++key=value or ~key",
             )
-        elif key.split(".")[0] in RESERVED_OVERRIDE_KEYS:
+        elif (top := key.split(".")[0]) in RESERVED_OVERRIDE_KEYS:
             yield FieldError(
                 f"spec.overrides[{i}]",
                 override,
-                f"'{key}' is set by the operator from the spec (spec.mode, the cluster section); remove it",
+                f"{override!r} sets {key}, which the operator sets {_OWNED[top]}; remove it",
             )
 
 
@@ -160,5 +199,122 @@ def _engine_args(args: list[str]) -> Iterator[FieldError]:
             yield FieldError(
                 f"spec.inference.args[{i}]",
                 arg,
-                f"{flag} is set by the operator (port 8000, spec.model, spec.inference.gpusPerReplica)",
+                f"{flag} is set by the operator (port 8000, spec.model, spec.inference.gpusPerReplica); "
+                "remove it",
             )
+
+
+# --- the inline recipe -------------------------------------------------------------------------
+
+Path = tuple[str, ...]
+
+
+def _inline_config(spec: NexRLJobSpec, name: str) -> Iterator[FieldError]:
+    """Check spec.config as the runtime will load it: the operator's overrides and spec.overrides
+    applied, the cluster section the operator writes, then the runtime's NexRLConfig.
+
+    Only Hydra can compose a defaults list or resolve `${...}`: a recipe with a defaults list
+    (other than `_self_`) is left to the runtime, and so is every value that is interpolated or
+    set by an override only Hydra reads (lists, sweeps, functions)."""
+    if spec.config is None or spec.recipe is not None:
+        return  # no inline recipe, or _source reports the conflict
+    from .builders.commands import spec_overrides  # builders import this module
+
+    config = copy.deepcopy(spec.config)
+    if config.pop("defaults", ["_self_"]) not in (["_self_"], [], None):
+        return
+    unchecked: set[Path] = set()
+    origin: dict[Path, int] = {}
+    for override in spec_overrides(spec, name):
+        _apply(config, override, unchecked, owned=True)
+    for i, override in enumerate(spec.overrides):
+        if problem := _apply(config, override, unchecked, origin, i):
+            yield problem
+    config["cluster"] = {}  # replaced by the operator's cluster.yaml (a valid ClusterConfig)
+    try:
+        NexRLConfig.model_validate(config)
+    except ValidationError as exc:
+        for loc, kind, message in located_problems(exc, NexRLConfig):
+            yield from _config_problem(config, tuple(map(str, loc)), loc, kind, message, unchecked, origin)
+
+
+def _config_problem(config: dict[str, Any], path: Path, loc: tuple[Any, ...], kind: str, message: str,
+                    unchecked: set[Path], origin: dict[Path, int]) -> Iterator[FieldError]:
+    """The FieldError of one runtime schema problem, unless only Hydra could tell."""
+    if any(path[:n] in unchecked for n in range(len(path) + 1)) and kind != "extra_forbidden":
+        return
+    node: Any = config
+    for part in loc:  # an interpolated value (or one under it) resolves only in the runtime
+        if isinstance(node, str) and "${" in node:
+            return
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            node = None
+            break
+    if isinstance(node, str) and "${" in node:
+        return
+    setter = next((origin[path[:n]] for n in range(len(path), 0, -1) if path[:n] in origin), None)
+    if setter is not None:
+        yield FieldError(f"spec.overrides[{setter}]", node, problem_text(field_path(loc), message))
+    else:
+        yield FieldError(field_path(loc, "spec.config"), node, message)
+
+
+def _apply(config: dict[str, Any], override: str, unchecked: set[Path], origin: dict[Path, int] | None = None,
+           index: int = -1, *, owned: bool = False) -> FieldError | None:
+    """Apply one Hydra override to the plain dict as Hydra would (plain `key=value` of a missing
+    key is widened by the runtime); returns the composition error Hydra would raise. `owned`: one
+    of the operator's own overrides, which may set the keys it reserves."""
+    match = _OVERRIDE.match(override)
+    if match is None or (match["key"].split(".")[0] in RESERVED_OVERRIDE_KEYS and not owned):
+        return None  # a group override (key@pkg, a/b), or reported by _overrides
+    op, path, value = match["op"] or "", tuple(match["key"].split(".")), match["value"]
+    if op == "~" and value is not None:
+        value = None  # ~key=value deletes only when the value matches: Hydra's to check
+    where, key, dotted = f"spec.overrides[{index}]", path[-1], ".".join(path)
+    parent: Any = config
+    for part in path[:-1]:
+        child = parent.get(part) if isinstance(parent, dict) else None
+        if child is None and op == "~":
+            return FieldError(where, override, f"{dotted} is not in spec.config: nothing to delete")
+        if child is None and isinstance(parent, dict):
+            child = parent[part] = {}
+        if not isinstance(child, dict):
+            unchecked.add(path)  # through a list, an interpolation or a scalar: Hydra's to say
+            return None
+        parent = child
+    if op == "~":
+        if key not in parent:
+            return FieldError(where, override, f"{dotted} is not in spec.config: nothing to delete")
+        del parent[key]
+    elif value is None:
+        return None  # reported by _overrides
+    elif op == "+" and key in parent:
+        return FieldError(where, override, f"{dotted} is in spec.config already: "
+                                           f"write {override[1:]!r} (set) or {'+' + override!r} (add or set)")
+    elif _SIMPLE_VALUE.match(value) and "${" not in value:
+        parent[key] = _scalar(value)
+    else:
+        parent[key] = value
+        unchecked.add(path)
+    if origin is not None:
+        origin[path] = index
+    return None
+
+
+def _scalar(text: str) -> Any:
+    """A simple override value as Hydra reads it: null, true/false, int, float, quoted or plain string."""
+    value = text.strip()
+    if value[:1] in ("'", '"') and value[-1:] == value[:1] and len(value) > 1:
+        return value[1:-1]
+    lowered = value.lower()
+    if lowered == "null":
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if _INT.match(value):
+        return int(value.replace("_", ""))
+    if _FLOAT.match(value):
+        return float(value.replace("_", ""))
+    return value

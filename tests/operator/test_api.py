@@ -88,86 +88,165 @@ def test_whole_object_parses_with_server_metadata():
     assert job.metadata.uid == "u" and job.status is not None and job.status.phase is Phase.PENDING
 
 
-# --- semantic validation ----------------------------------------------------------------------
+# --- semantic validation: every message names the field and says what is wrong in words ------
 
-CASES: list[tuple[str, dict[str, Any], str, str]] = [
-    ("no source", {"recipe": None}, "spec.recipe", "spec.config"),
-    ("both sources", {"config": {"a": 1}}, "spec.config", "only one"),
-    ("storage both", {"storage": {"existingClaim": "pvc", "size": "1Gi"}}, "spec.storage.size", "only one"),
-    ("storage neither", {"storage": {}}, "spec.storage", "existingClaim"),
-    (
-        "class with claim",
-        {"storage": {"existingClaim": "p", "storageClassName": "x"}},
-        "storageClassName",
-        "size",
-    ),
-    (
-        "gpus without trainer nodes",
-        {"trainer": {"nodes": 0, "gpusPerNode": 2}},
-        "spec.trainer.gpusPerNode",
-        "spec.trainer.nodes is 0",
-    ),
-    (
-        "service without trainer",
-        {"mode": "training-service", "trainer": {"nodes": 0}},
-        "spec.trainer.nodes",
-        "at least 1",
-    ),
-    (
-        "service without inference",
-        {"mode": "training-service", "inference": {"replicas": 0}},
-        "replicas",
-        "at least",
-    ),
-    ("inference without model", {"model": None}, "spec.model", "spec.model.name is required"),
-    (
-        "gpu in resources",
-        {"trainer": {"resources": {"limits": {"nvidia.com/gpu": 8}}}},
-        "spec.trainer.resources.limits['nvidia.com/gpu']",
-        "spec.trainer.gpusPerNode",
-    ),
-    (
-        "mode override",
-        {"overrides": ["total_steps=3", "mode=training-service"]},
-        "spec.overrides[1]",
-        "spec.mode",
-    ),
-    ("cluster override", {"overrides": ["+cluster.namespace=x"]}, "spec.overrides[0]", "operator"),
-    ("not an override", {"overrides": ["total_steps"]}, "spec.overrides[0]", "key=value"),
-    ("engine port", {"inference": {"args": ["--port=9000"]}}, "spec.inference.args[0]", "--port"),
-    ("engine tp", {"inference": {"args": ["-tp", "2"]}}, "spec.inference.args[0]", "gpusPerReplica"),
+CASES: list[tuple[str, dict[str, Any], str]] = [
+    ("no source", {"recipe": None},
+     "spec: set spec.recipe (a recipe path in the image) or spec.config (an inline recipe)"),
+    ("both sources", {"config": {"a": 1}}, "spec.config: spec.recipe is set too; set only one of them"),
+    ("storage both", {"storage": {"existingClaim": "pvc", "size": "1Gi"}},
+     "spec.storage.size: spec.storage.existingClaim is set too; set only one of them"),
+    ("storage neither", {"storage": {}}, "spec.storage: set spec.storage.existingClaim or spec.storage.size"),
+    ("class with claim", {"storage": {"existingClaim": "p", "storageClassName": "x"}},
+     "spec.storage.storageClassName: only used when the operator creates the claim (spec.storage.size); "
+     "remove it"),
+    ("gpus without trainer nodes", {"trainer": {"nodes": 0, "gpusPerNode": 2}},
+     "spec.trainer.gpusPerNode: 2 GPU(s) per node, but spec.trainer.nodes is 0, so no trainer pod would "
+     "hold them; set spec.trainer.nodes >= 1 or spec.trainer.gpusPerNode to 0 (train on the Ray head)"),
+    ("service without trainer", {"mode": "training-service", "trainer": {"nodes": 0}},
+     "spec.trainer.nodes: training-service mode needs 1 trainer node (got 0)"),
+    ("service with 16 ranks", {"mode": "training-service", "trainer": {"nodes": 2, "gpusPerNode": 8}},
+     "spec.trainer: training-service runs one trainer rank today (nodes x gpusPerNode = 16); "
+     "set spec.trainer.nodes to 1 and spec.trainer.gpusPerNode to 1 (or 0: a CPU trainer)"),
+    ("service with 2 CPU ranks", {"mode": "training-service", "trainer": {"nodes": 2, "gpusPerNode": 0}},
+     "spec.trainer: training-service runs one trainer rank today (nodes x gpusPerNode = 2); "
+     "set spec.trainer.nodes to 1 and spec.trainer.gpusPerNode to 1 (or 0: a CPU trainer)"),
+    ("service with 1 node of 2 GPUs", {"mode": "training-service", "trainer": {"nodes": 1, "gpusPerNode": 2}},
+     "spec.trainer: training-service runs one trainer rank today (nodes x gpusPerNode = 2); "
+     "set spec.trainer.nodes to 1 and spec.trainer.gpusPerNode to 1 (or 0: a CPU trainer)"),
+    ("service without inference", {"mode": "training-service", "inference": {"replicas": 0}},
+     "spec.inference.replicas: training-service mode needs at least 1 inference replica (got 0)"),
+    ("inference without model", {"model": None},
+     "spec.model is required when spec.inference.replicas > 0 (vLLM serves it): set spec.model.name"),
+    ("no image, no default", {"image": None},
+     "spec.image is required: this operator has no default runtime image "
+     "(nexrl-operator --default-image, the chart's runtime.image)"),
+    ("gpu in resources", {"trainer": {"resources": {"limits": {"nvidia.com/gpu": 8}}}},
+     "spec.trainer.resources.limits['nvidia.com/gpu']: GPU counts come from spec.trainer.gpusPerNode, "
+     "not from resources; remove it (got 8)"),
+    ("gpu in head requests", {"head": {"resources": {"requests": {"nvidia.com/gpu": 1}}}},
+     "spec.head.resources.requests['nvidia.com/gpu']: GPU counts come from nowhere (the Ray head is a CPU "
+     "pod), not from resources; remove it (got 1)"),
+    ("mode override", {"overrides": ["total_steps=3", "mode=training-service"]},
+     "spec.overrides[1]: 'mode=training-service' sets mode, which the operator sets from spec.mode; "
+     "remove it"),
+    ("launch_mode override", {"overrides": ["++launch_mode=local"]},
+     "spec.overrides[0]: '++launch_mode=local' sets launch_mode, which the operator sets to ray (the job "
+     "runs on its Ray cluster); remove it"),
+    ("cluster override", {"overrides": ["+cluster.namespace=x"]},
+     "spec.overrides[0]: '+cluster.namespace=x' sets cluster.namespace, which the operator sets from the "
+     "spec (the job's cluster.yaml); remove it"),
+    ("not an override", {"overrides": ["total_steps"]},
+     "spec.overrides[0]: 'total_steps' is not a Hydra override: write key=value, +key=value, ++key=value "
+     "or ~key"),
+    ("engine port", {"inference": {"args": ["--port=9000"]}},
+     "spec.inference.args[0]: --port is set by the operator (port 8000, spec.model, "
+     "spec.inference.gpusPerReplica); remove it"),
+    ("engine tp", {"inference": {"args": ["-tp", "2"]}},
+     "spec.inference.args[0]: -tp is set by the operator (port 8000, spec.model, "
+     "spec.inference.gpusPerReplica); remove it"),
 ]
 
 
-@pytest.mark.parametrize(("patch", "field", "needle"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
-def test_validation_names_field_value_and_fix(patch: dict[str, Any], field: str, needle: str):
+@pytest.mark.parametrize(("patch", "text"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_validation_says_field_and_fix_in_words(patch: dict[str, Any], text: str):
     base = {"recipe": "/r.yaml", "image": "img", "model": {"name": "m"}}
     errors = validate_job(NexRLJobSpec.model_validate({**base, **patch}))
-    assert len(errors) == 1, errors
-    (error,) = errors
-    assert field in error.field and needle in error.message
-    assert str(error).startswith(f"{error.field}={error.value!r}: ")
+    assert [str(e) for e in errors] == [text]
+    assert "=None" not in text and "Field required" not in text
 
 
 def test_valid_spec_has_no_errors():
     assert validate_job(spec(model={"name": "m"}, overrides=["~validation", "+x.y=1"]), name="ok-name") == []
 
 
-@pytest.mark.parametrize("name", ["a" * (MAX_JOB_NAME_LENGTH + 1), "1abc", "has.dot", "Upper", "trailing-"])
-def test_bad_job_names(name: str):
+def test_training_service_with_one_rank_is_valid():
+    one = spec(mode="training-service", model={"name": "m"}, trainer={"nodes": 1, "gpusPerNode": 1})
+    cpu = spec(mode="training-service", model={"name": "m"}, trainer={"nodes": 1, "gpusPerNode": 0})
+    assert validate_job(one) == validate_job(cpu) == []
+    # self-hosted may reserve more trainer GPUs (rank 0 trains, docs/distributed.md)
+    assert validate_job(spec(model={"name": "m"}, trainer={"nodes": 2, "gpusPerNode": 8})) == []
+
+
+def test_the_operators_default_image_makes_spec_image_optional():
+    imageless = spec(image=None, model={"name": "m"})
+    assert imageless.image is None
+    assert validate_job(imageless, default_image="nexrl/nexrl:0.1.0") == []
+    (error,) = validate_job(imageless)
+    assert error.field == "spec.image" and str(error).startswith("spec.image is required")
+
+
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [
+        ("a" * (MAX_JOB_NAME_LENGTH + 1),
+         f"metadata.name is {MAX_JOB_NAME_LENGTH + 1} characters long; "
+         f"at most {MAX_JOB_NAME_LENGTH} are allowed"),
+        ("1abc", "metadata.name: must be a DNS-1035 label"),
+        ("has.dot", "metadata.name: must be a DNS-1035 label"),
+        ("Upper", "metadata.name: must be a DNS-1035 label"),
+        ("trailing-", "metadata.name: must be a DNS-1035 label"),
+    ],
+)
+def test_bad_job_names(name: str, text: str):
     (error,) = validate_job(spec(model={"name": "m"}), name=name)
     assert error.field == "metadata.name" and error.value == name
+    assert str(error).startswith(text) and str(error).endswith(f"(got {name!r})")
 
 
-def test_parse_job_reports_schema_and_semantic_errors_by_field():
+def job(**spec_fields: Any) -> dict[str, Any]:
+    spec = {"image": "i", "recipe": "r", "model": {"name": "m"}, **spec_fields}
+    return {"metadata": {"name": "x"}, "spec": spec}
+
+
+PARSE_CASES: list[tuple[str, dict[str, Any], list[str]]] = [
+    ("unknown field", job(gpus=4), ["spec.gpus: unknown field"]),
+    ("unknown field, close to a known one", job(inference={"gpusPerReplcia": 2}),
+     ["spec.inference.gpusPerReplcia: unknown field (did you mean 'gpusPerReplica'?)"]),
+    ("missing field: no parent dict as its value", job(model={}), ["spec.model.name is required"]),
+    ("missing spec", {"metadata": {"name": "x"}}, ["spec is required"]),
+    ("not an integer", job(trainer={"nodes": "many"}),
+     ["spec.trainer.nodes: must be an integer (got 'many')"]),
+    ("below the minimum", job(inference={"replicas": -1}),
+     ["spec.inference.replicas: must be greater than or equal to 0 (got -1)"]),
+    ("above the maximum", job(inference={"gpusPerReplica": 65}),
+     ["spec.inference.gpusPerReplica: must be less than or equal to 64 (got 65)"]),
+    ("not one of", job(mode="colocated"),
+     ["spec.mode: must be one of 'self-hosted', 'training-service' (got 'colocated')"]),
+    ("empty string", job(inference={"image": ""}), ["spec.inference.image: must not be empty (got '')"]),
+    ("not a string", job(image={"name": "x"}), ["spec.image: must be a string (got {'name': 'x'})"]),
+    ("pattern", job(storage={"size": "1Gi", "mountPath": "data"}),
+     ["spec.storage.mountPath: must match the pattern ^/ (got 'data')"]),
+    ("a union: one problem", job(trainer={"resources": {"limits": {"cpu": 0.5}}}),
+     ["spec.trainer.resources.limits.cpu: must be an integer or a string (got 0.5)"]),
+    ("key with a dot", job(trainer={"resources": {"limits": {"example.com/fpga": [1]}}}),
+     ["spec.trainer.resources.limits['example.com/fpga']: must be an integer or a string (got [1])"]),
+    ("list item", job(scheduling={"tolerations": [{"effect": "Sometimes"}]}),
+     ["spec.scheduling.tolerations[0].effect: must be one of 'NoSchedule', 'PreferNoSchedule', 'NoExecute' "
+      "(got 'Sometimes')"]),
+    ("not an object", job(trainer=3), ["spec.trainer: must be an object (a mapping) (got 3)"]),
+    ("semantic after schema", job(model=None),
+     ["spec.model is required when spec.inference.replicas > 0 (vLLM serves it): set spec.model.name"]),
+]
+
+
+@pytest.mark.parametrize(("body", "texts"), [c[1:] for c in PARSE_CASES], ids=[c[0] for c in PARSE_CASES])
+def test_parse_job_words_every_schema_error(body: dict[str, Any], texts: list[str]):
     with pytest.raises(JobValidationError) as info:
-        parse_job(
-            {"metadata": {"name": "x"}, "spec": {"image": "i", "recipe": "r", "trainer": {"nodes": "many"}}}
-        )
-    assert [e.field for e in info.value.errors] == ["spec.trainer.nodes"]
-    with pytest.raises(JobValidationError, match=r"spec\.model=None"):
-        parse_job({"metadata": {"name": "x"}, "spec": {"image": "i", "recipe": "r"}})
-    assert isinstance(info.value.errors[0], FieldError)
+        parse_job(body)
+    assert [str(e) for e in info.value.errors] == texts
+    assert str(info.value) == "; ".join(texts)
+    assert all(isinstance(e, FieldError) for e in info.value.errors)
+    for python in ("Field required", "Extra inputs", "Input should", "=None"):  # pydantic's words
+        assert not any(python in t for t in texts)
+
+
+def test_parse_job_takes_the_operators_default_image():
+    body = job()
+    del body["spec"]["image"]
+    with pytest.raises(JobValidationError, match=r"^spec\.image is required"):
+        parse_job(body)
+    assert parse_job(body, default_image="nexrl/nexrl:0.1.0").spec.image is None
 
 
 # --- naming ---------------------------------------------------------------------------------

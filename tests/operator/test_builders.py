@@ -96,7 +96,7 @@ FULL = {
     "mode": "training-service",
     "model": MODEL,
     "inference": {"replicas": 2, "gpusPerReplica": 2, "args": ["--max-model-len", "4096"]},
-    "trainer": {"nodes": 2, "gpusPerNode": 8, "resources": {"requests": {"cpu": 8, "memory": "64Gi"}}},
+    "trainer": {"nodes": 1, "gpusPerNode": 1, "resources": {"requests": {"cpu": 8, "memory": "64Gi"}}},
     "rollout": {"workers": 3},
     "storage": {"size": "100Gi", "storageClassName": "rwx"},
     "scheduling": {
@@ -208,8 +208,8 @@ def test_configmap_cluster_section_addresses_and_counts(full: list[Manifest]):
             "gpus_per_replica": 2,
         },
         "trainer": {
-            "nodes": 2,
-            "gpus_per_node": 8,
+            "nodes": 1,
+            "gpus_per_node": 1,
             "base_url": "http://demo-trainer-0.demo-trainer.ml.svc:8000",
         },
         "rollout_workers": 3,
@@ -219,7 +219,7 @@ def test_configmap_cluster_section_addresses_and_counts(full: list[Manifest]):
 
 
 def test_inline_config_is_mounted_and_used(make_job: MakeJob):
-    config = {"total_steps": 5, "data": {"path": "/d.jsonl"}}
+    config = {"total_steps": 5, "data": {"path": "/d.jsonl"}, "rollout": {"evaluator": "ev.py:E"}}
     children = build(
         make_job(config=config, inference={"replicas": 0}, trainer={"nodes": 0, "gpusPerNode": 0})
     )
@@ -285,7 +285,7 @@ def test_training_service_pods(full: list[Manifest]):
     (container,) = sts["spec"]["template"]["spec"]["containers"]
     assert container["command"][:2] == ["nexrl", "serve-trainer"]
     env = {e["name"]: e.get("value") for e in container["env"]}
-    assert env["MASTER_ADDR"] == "demo-trainer-0.demo-trainer.ml.svc" and env["NNODES"] == "2"
+    assert env["MASTER_ADDR"] == "demo-trainer-0.demo-trainer.ml.svc" and env["NNODES"] == "1"
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
     groups = one(full, "RayJob")["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     assert [g["groupName"] for g in groups] == ["rollout"]  # the trainer is not in Ray in this mode
@@ -346,6 +346,25 @@ def test_operator_defaults_service_account_and_vllm_image(make_job: MakeJob, mod
     plain = build(make_job(**{**FULL, "mode": mode}))
     assert all("serviceAccountName" not in t["spec"] for _, _, t in pod_templates(plain))
     assert vllm_image(plain) == "nexrl:test"
+
+
+def test_default_runtime_image_for_jobs_without_spec_image(make_job: MakeJob):
+    """Every NexRL container runs spec.image, else the operator's --default-image; vLLM falls back to it."""
+    defaults = OperatorDefaults(image="registry.example.com/nexrl:0.1.0")
+
+    def images(job: NexRLJob, with_defaults: OperatorDefaults = defaults) -> dict[str, str]:
+        built = build_children(job, name="demo", namespace="ml", uid=UID, defaults=with_defaults)
+        return {f"{where}/{c['name']}": c["image"] for where, _, t in pod_templates(built)
+                for c in t["spec"]["containers"]}
+
+    imageless = make_job(**{**FULL, "image": None})
+    assert set(images(imageless).values()) == {"registry.example.com/nexrl:0.1.0"}
+    assert set(images(make_job(**FULL)).values()) == {"nexrl:test"}  # spec.image wins
+    vllm = OperatorDefaults(image="registry.example.com/nexrl:0.1.0", inference_image="vllm/vllm-openai:v1")
+    assert {k: v for k, v in images(imageless, vllm).items() if v != vllm.image} == {
+        "Deployment/vllm": "vllm/vllm-openai:v1"}
+    with pytest.raises(JobValidationError, match=r"^spec\.image is required"):
+        build(imageless)  # no default: refused, as at admission
 
 
 def test_ttl_passthrough_and_shutdown(full: list[Manifest]):

@@ -127,7 +127,7 @@ def job_inputs(example: Path) -> tuple[list[str], dict[str, Any]]:
 
 def test_the_examples_name_this_recipe() -> None:
     assert {p.name for p in EXAMPLES} >= {"nexrljob-qwen2.5-1.5b-gsm8k.yaml",
-                                          "nexrljob-qwen2.5-7b-training-service.yaml"}
+                                          "nexrljob-qwen2.5-1.5b-training-service.yaml"}
     assert (REPO / IMAGE_RECIPE.removeprefix("/app/")).is_file()
 
 

@@ -28,6 +28,15 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
 {{- end -}}
 
+{{/* The runtime image of jobs without spec.image ("" when runtime.image.repository is ""). */}}
+{{- define "nexrl-operator.runtimeImage" -}}
+{{- with .Values.runtime.image -}}
+{{- if .repository -}}
+{{- printf "%s:%s" .repository (default $.Chart.AppVersion .tag) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Namespaces where NexRLJobs run and the runtime's ServiceAccount is made, one per line. */}}
 {{- define "nexrl-operator.runtimeNamespaces" -}}
 {{- $namespaces := .Values.runtime.namespaces | default .Values.watchNamespaces | default (list .Release.Namespace) -}}

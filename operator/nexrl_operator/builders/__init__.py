@@ -14,7 +14,7 @@ from .rayjob import build_rayjob
 from .storage import build_pvc
 from .trainer import build_trainer
 
-__all__ = ["Context", "Manifest", "OperatorDefaults", "build_children", "cluster_config"]
+__all__ = ["NO_DEFAULTS", "Context", "Manifest", "OperatorDefaults", "build_children", "cluster_config"]
 
 
 def build_children(
@@ -22,12 +22,13 @@ def build_children(
 ) -> list[Manifest]:
     """Every child of a job, in creation order (ConfigMap and PVC before the pods that mount them).
 
-    `defaults` are the operator's settings (service account of the NexRL pods, default vLLM image).
+    `defaults` are the operator's settings (service account of the NexRL pods, default runtime and
+    vLLM images).
 
     Raises `spec_checks.JobValidationError` when the spec (or `name`) is invalid.
     """
     job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"name": name})})
-    check_job(job)
+    check_job(job, default_image=defaults.image)
     ctx = Context(job=job, name=name, namespace=namespace, uid=uid, defaults=defaults)
     pvc = build_pvc(ctx)
     return [

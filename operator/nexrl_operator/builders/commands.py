@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..api import NexRLJobSpec
 from .common import CONFIG_DIR, HTTP_PORT, Context
 
 CLUSTER_FILE = f"{CONFIG_DIR}/cluster.yaml"
@@ -13,15 +14,20 @@ def config_path(ctx: Context) -> str:
     return ctx.spec.recipe or INLINE_CONFIG_FILE
 
 
-def operator_overrides(ctx: Context) -> list[str]:
-    """Hydra overrides derived from the spec (`++` adds or replaces), applied before the user's."""
-    spec = ctx.spec
+def spec_overrides(spec: NexRLJobSpec, name: str) -> list[str]:
+    """Hydra overrides derived from the spec of job `name` (`++` adds or replaces), applied before
+    the user's (spec_checks applies them too, to check an inline recipe as the runtime will)."""
     out = [f"++mode={spec.mode}", "++launch_mode=ray"]
     if spec.model is not None and spec.model.path:
         out += ["++model.kind=hf", f"++model.path={spec.model.path}"]
     if spec.storage is not None:
-        out.append(f"++output_dir={spec.storage.mount_path.rstrip('/')}/{ctx.name}")
+        out.append(f"++output_dir={spec.storage.mount_path.rstrip('/')}/{name}")
     return out
+
+
+def operator_overrides(ctx: Context) -> list[str]:
+    """The operator's Hydra overrides of this job (`spec_overrides`)."""
+    return spec_overrides(ctx.spec, ctx.name)
 
 
 def all_overrides(ctx: Context) -> list[str]:

@@ -34,7 +34,9 @@ class OperatorDefaults:
     """ServiceAccount of the NexRL pods (Ray head and workers, trainer pods), allowed to patch the job's
     status; None: the namespace's `default` account"""
     inference_image: str | None = None
-    """vLLM image of jobs without spec.inference.image; None: the job's spec.image"""
+    """vLLM image of jobs without spec.inference.image; None: the job's runtime image"""
+    image: str | None = None
+    """NexRL runtime image of jobs without spec.image; None: none, so spec.image is required"""
 
 
 NO_DEFAULTS = OperatorDefaults()
@@ -58,6 +60,14 @@ class Context:
     @property
     def spec(self) -> NexRLJobSpec:
         return self.job.spec
+
+    @property
+    def image(self) -> str:
+        """The NexRL runtime image: spec.image, else the operator's default (validation makes sure
+        there is one)."""
+        image = self.spec.image or self.defaults.image
+        assert image, "spec_checks requires spec.image when the operator has no default image"
+        return image
 
     @cached_property
     def claim_name(self) -> str | None:

@@ -38,7 +38,7 @@ def inference_container(ctx: Context) -> Manifest:
     inference = ctx.spec.inference
     return {
         "name": "vllm",
-        "image": inference.image or ctx.defaults.inference_image or ctx.spec.image,
+        "image": inference.image or ctx.defaults.inference_image or ctx.image,
         "command": vllm_command(ctx),
         "env": env(ctx, VLLM_SERVER_DEV_MODE="1"),
         "ports": [port("http", HTTP_PORT)],

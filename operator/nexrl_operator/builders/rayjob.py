@@ -33,7 +33,7 @@ def ray_container(ctx: Context, name: str, spec_resources: Resources, gpus: int 
     """A Ray node container (KubeRay adds `ray start` and the ports); config and storage mounted."""
     return {
         "name": name,
-        "image": ctx.spec.image,
+        "image": ctx.image,
         "env": env(ctx),
         "resources": resources(spec_resources, gpus),
         "volumeMounts": volume_mounts(ctx),
@@ -75,7 +75,7 @@ def submitter_template(ctx: Context) -> Manifest:
     """The submitter pod with the job's labels and scheduling; KubeRay fills in its command."""
     container = {
         "name": "ray-job-submitter",
-        "image": ctx.spec.image,
+        "image": ctx.image,
         "resources": resources(SUBMITTER_RESOURCES),
     }
     return pod_template(ctx, "submitter", [container], [], kuberay=True, restartPolicy="Never")

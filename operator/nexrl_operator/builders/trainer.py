@@ -44,7 +44,7 @@ def trainer_container(ctx: Context) -> Manifest:
     )
     return {
         "name": "trainer",
-        "image": ctx.spec.image,
+        "image": ctx.image,
         "command": serve_trainer_command(ctx),
         "env": [*rendezvous, _rank_env()],
         "ports": [port("http", HTTP_PORT), port("dist", DIST_PORT)],
