@@ -42,10 +42,12 @@ def legacy_parser() -> argparse.ArgumentParser:
 
 
 def run(config_path: str, overrides: list[str], cluster: str | None) -> int:
-    from nexrl_runtime.launch import run_recipe  # heavy imports (torch) only when running
-
+    """Check the config first (exit 2 with `nexrl: <field>: ...` before torch is even imported:
+    in a cluster, a RayJob that fails within seconds), then run it."""
     try:
         config = load_config(config_path, overrides, cluster)
+        from nexrl_runtime.launch import run_recipe  # heavy imports (torch) only when running
+
         summary = run_recipe(config)
     except (ConfigError, RegistryError) as err:
         print(f"nexrl: {err}", file=sys.stderr)
@@ -74,15 +76,15 @@ def serve_trainer(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "run":
-        args = parser().parse_args(argv)
-        return run(args.config, args.overrides, args.cluster)
-    if argv and argv[0] == "serve-trainer":
-        return serve_trainer(parser().parse_args(argv))
     if "--run-nexrl" in argv:
         args = legacy_parser().parse_args(argv)
         return run(args.config, [f"++mode={args.mode}", *args.overrides], args.cluster)
-    parser().print_help()
+    args = parser().parse_args(argv)  # --help prints and exits 0; an unknown command exits 2
+    if args.command == "run":
+        return run(args.config, args.overrides, args.cluster)
+    if args.command == "serve-trainer":
+        return serve_trainer(args)
+    parser().print_help(sys.stderr)  # no command: a usage error
     return 2
 
 
