@@ -77,9 +77,13 @@ def kueue_managed(obj: Mapping[str, Any]) -> bool:
 
 
 def scale_to_zero(obj: Mapping[str, Any]) -> Manifest:
-    """Merge-patch that frees a workload's pods (a finished job, or a workload no longer wanted)."""
+    """Merge-patch that frees a workload's pods (a finished job, or a workload no longer wanted).
+
+    It carries the object's resourceVersion when it has one: applied only to the state it was made
+    from (a 409 otherwise), so that of two writers racing to free the same pods only one does."""
     if obj.get("kind") in SCALED_KINDS and (obj.get("spec") or {}).get("replicas"):
-        return {"spec": {"replicas": 0}}
+        version = (obj.get("metadata") or {}).get("resourceVersion")
+        return {"spec": {"replicas": 0}, **({"metadata": {"resourceVersion": version}} if version else {})}
     return {}
 
 

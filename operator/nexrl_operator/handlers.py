@@ -10,27 +10,33 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import aiohttp
 import kopf
 
 from . import child_patches, quota_handlers, spec_changes, timestamps
 from .admission import Decision, State
-from .api import GROUP, PLURAL, VERSION, NexRLJob
+from .api import API_VERSION, GROUP, KIND, PLURAL, VERSION, NexRLJob, NexRLJobSpec
 from .builders import NO_DEFAULTS, build_children
 from .builders.common import JOB_LABEL
 from .job_status import (
+    QUOTA_EXCEEDED,
     TERMINAL,
     WORKLOAD_ROLES,
     Child,
     Observation,
+    announcements,
     desired_status,
     expected_workloads,
+    find_condition,
     is_finished,
     should_restart,
     status_patch,
     summarize,
+    verdict,
 )
 from .kube import ApiError, Kube, Outcome, ensure
 from .metrics import counted
@@ -39,6 +45,19 @@ from .quota_views import admitted_spec, job_view
 from .settings import DEFAULT_STATUS_INTERVAL, RETRY_DELAY, WORKLOADS
 from .spec_changes import APPLIED_SPEC
 from .spec_checks import JobValidationError, parse_job
+
+logger = logging.getLogger(__name__)
+
+CONFLICT_DELAY = 1.0
+"""Seconds before a change handler whose status write met a newer job (409) runs again, on the new one."""
+ACTIONS = {
+    "Created": "Create", "Adopted": "Adopt", "NameConflict": "Create", "ApplyFailed": "Apply",
+    "ScaledDown": "Scale", "SpecIgnored": "Ignore", "ValidationFailed": "Validate", "Deleting": "Delete",
+    "Queued": "Admit", "Provisioning": "Provision", "Running": "Run", "Suspended": "Suspend",
+    "Succeeded": "Complete", "Failed": "Fail", "Pending": "Reconcile",
+}
+"""Event reason -> ``action`` (what the operator did or saw); any other reason: ``Reconcile``."""
+ADMISSION_REASONS = frozenset({"WaitingForQuota", QUOTA_EXCEEDED, "WaitingForKueue"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,24 +100,81 @@ def _admit(body: kopf.Body, job: NexRLJob, memo: kopf.Memo) -> tuple[Decision | 
     return decision, job if spec is job.spec else job.model_copy(update={"spec": spec})
 
 
-def _write(body: kopf.Body, patch: kopf.Patch, current: Mapping[str, Any], desired: dict[str, Any],
-           memo: kopf.Memo | None = None) -> None:
-    """Patch only the status keys that changed; announce a phase change as an Event. With ``memo``,
-    tell admission which admission the status now records (``admittedGpus``)."""
-    if memo is not None:
-        memo.admitter.record(body["metadata"]["uid"], desired.get("admittedGpus"))
-        memo.converged_for = desired.get("admittedGpus")
+async def _tell(memo: kopf.Memo, body: kopf.Body, type_: str, reason: str, message: str,
+                action: str | None = None) -> None:
+    """An Event on the job, and the same news in the operator's log: ``ns/name: what happened``.
+
+    Posted by our own client, not kopf's (whose Events all say ``action: Action?``): ``action`` is
+    what was done (``ACTIONS`` by reason unless given), with ``reportingComponent`` and ``source``."""
+    await memo.kube.event(body, type_=type_, reason=reason, message=message,
+                          action=action or ACTIONS.get(reason, "Reconcile"))
+    meta = body["metadata"]
+    said = message if message.lower().startswith(reason.lower()) else f"{reason}: {message}"
+    logger.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s/%s: %s", meta.get("namespace"),
+               meta.get("name"), said)
+
+
+async def _claim_found(kube: Kube, namespace: str, spec: NexRLJobSpec) -> bool | None:
+    """Whether the PVC of ``spec.storage.existingClaim`` exists (None: the job names none)."""
+    claim = spec.storage.existing_claim if spec.storage is not None else None
+    if not claim:
+        return None
+    return await kube.get("v1", "PersistentVolumeClaim", namespace, claim) is not None
+
+
+def _phase_action(desired: Mapping[str, Any]) -> str:
+    """The ``action`` of a phase Event: what decided the phase (admission, validation, a restart)."""
+    reason = find_condition(desired, "Ready").get("reason")
+    if reason in ADMISSION_REASONS:
+        return "Admit"
+    if reason == "ValidationFailed":
+        return "Validate"
+    if reason == "Restarting":
+        return "Restart"
+    return ACTIONS.get(desired.get("phase") or "", "Reconcile")
+
+
+async def _write(body: kopf.Body, memo: kopf.Memo, current: Mapping[str, Any], desired: dict[str, Any], *,
+                 admission: bool = False) -> bool:
+    """Patch only the status keys that changed, on the status this handler read; then announce what
+    people should hear (``announcements``: a phase change, a missing PVC, a scale-up) as Events.
+
+    The write carries the body's resourceVersion as a precondition: a handler that read a status
+    someone has changed since (a status timer and a resume handler racing after a restart, the
+    runtime's progress) gets a 409 and writes nothing: False. So an Event comes only from the one
+    write that changed the stored status, and a restarted operator, reading the status its
+    predecessor wrote, does not announce it again. With ``admission``, tell admission which
+    admission the status now records (``admittedGpus``)."""
+    meta = body["metadata"]
+    if admission:
+        memo.admitter.record(meta["uid"], desired.get("admittedGpus"))
+    if not is_finished(desired):  # a job that failed validation (or its quota) is not finished (yet):
+        # no completionTime; one it got before (from an older operator) goes when it is repaired
+        desired = {**desired, "completionTime": None}
     changes = status_patch(current, desired)
-    for key, value in changes.items():
-        patch.status[key] = value
-    if "phase" in changes:
-        failed = desired["phase"] == "Failed"
-        kopf.event(body, type="Warning" if failed else "Normal", reason=desired["phase"],
-                   message=desired.get("message") or "")
+    if changes:
+        stub = {"apiVersion": API_VERSION, "kind": KIND,
+                "metadata": {"namespace": meta["namespace"], "name": meta["name"]}}
+        precondition = {"resourceVersion": meta["resourceVersion"]} if meta.get("resourceVersion") else {}
+        try:
+            await memo.kube.patch(stub, {"metadata": precondition, "status": changes}, "status")
+        except ApiError as exc:
+            if exc.status in (404, 409):  # deleted, or changed since it was read: nothing written
+                logger.debug("%s/%s: status not written (%s)", meta["namespace"], meta["name"], exc)
+                return False
+            raise
+    if admission:
+        memo.converged_for = desired.get("admittedGpus")
+    for type_, reason, message in announcements(current, desired):
+        await _tell(memo, body, type_, reason, message, _phase_action(desired) if reason == desired["phase"]
+                    else None)
+    return True
 
 
-def _announce(body: kopf.Body, outcome: Outcome, known_conflicts: Sequence[str]) -> None:
-    """An Event per change to a child; a conflict only the first time it is seen."""
+async def _announce(memo: kopf.Memo, body: kopf.Body, outcome: Outcome, known_conflicts: Sequence[str]
+                    ) -> None:
+    """An Event per change to a child; a conflict only the first time it is seen (by this process, or in
+    the stored status message, which names it)."""
     label = outcome.label
     messages = {
         "created": ("Normal", "Created", f"created {label}"),
@@ -106,10 +182,22 @@ def _announce(body: kopf.Body, outcome: Outcome, known_conflicts: Sequence[str])
         "updated": ("Normal", "Updated", f"patched {label}: {child_patches.describe_patch(outcome.patch)}"),
         "conflict": ("Warning", "NameConflict", _conflict(outcome)),
     }
-    repeated = outcome.action == "conflict" and _conflict(outcome) in known_conflicts
+    repeated = outcome.action == "conflict" and any(_conflict(outcome) in known for known in known_conflicts)
     if outcome.action in messages and not repeated:
         type_, reason, message = messages[outcome.action]
-        kopf.event(body, type=type_, reason=reason, message=message)
+        await _tell(memo, body, type_, reason, message, _child_action(outcome))
+
+
+def _child_action(outcome: Outcome) -> str | None:
+    """What a patch of a child did: scale, suspend or resume a RayJob, update a ConfigMap."""
+    if outcome.action != "updated":
+        return None
+    spec = outcome.patch.get("spec") or {}
+    if "replicas" in spec:
+        return "Scale"
+    if "suspend" in spec:
+        return "Suspend" if spec["suspend"] else "Resume"
+    return "Update"
 
 
 def _conflict(outcome: Outcome) -> str:
@@ -127,10 +215,16 @@ class Converged:
 
 async def _converge(body: kopf.Body, job: NexRLJob, memo: kopf.Memo, indexes: Mapping[str, Any], *,
                     fresh: bool, restart: list[str]) -> Converged:
-    """Ensure every child (Events for each change); free workloads the spec no longer wants."""
-    meta = body["metadata"]
+    """Ensure every child (Events for each change); free workloads the spec no longer wants.
+
+    The one place that creates children and patches their replicas up; it does nothing for a job whose
+    run is over (``_run_over``: its stored status, or the RayJob as the watch shows it now, which may be
+    fresher than the caller's body), so no path brings a finished job's pods back."""
+    meta, status = body["metadata"], body.get("status") or {}
     observed = _observed(meta["uid"], indexes)
-    known = getattr(memo, "conflicts", [])
+    if _run_over(Observation(meta.get("generation") or 1, status, "", spec=job.spec, children=observed)):
+        return Converged(observed, dict(status.get("children") or {}), list(getattr(memo, "conflicts", [])))
+    known = [*getattr(memo, "conflicts", []), status.get("message") or ""]
     outcomes = []
     defaults = getattr(memo, "defaults", None) or NO_DEFAULTS
     for child in build_children(job, name=meta["name"], namespace=meta["namespace"], uid=meta["uid"],
@@ -140,14 +234,14 @@ async def _converge(body: kopf.Body, job: NexRLJob, memo: kopf.Memo, indexes: Ma
                                    config_frozen=bool(restart), fresh=fresh)
         except ApiError as exc:
             label = f"{child['kind']} {child['metadata']['name']}"
-            kopf.warn(body, reason="ApplyFailed", message=f"{label}: {exc}")
+            await _tell(memo, body, "Warning", "ApplyFailed", f"{label}: {exc}")
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
-        _announce(body, outcome, known)
+        await _announce(memo, body, outcome, known)
         outcomes.append(outcome)
     wanted = {(o.desired["kind"], o.desired["metadata"]["name"]) for o in outcomes}
     for child in observed.values():
         if (child.kind, child.name) not in wanted:
-            await _scale_to_zero(memo.kube, body, child, "the spec no longer asks for it")
+            await _scale_to_zero(memo, body, child, "the spec no longer asks for it")
     memo.conflicts = [_conflict(o) for o in outcomes if o.action == "conflict"]
     roles = {name: role for role, name in child_names(meta["name"]).items()}
     seen = {WORKLOAD_ROLES[o.desired["kind"]]: summarize(o.obj) for o in outcomes
@@ -156,80 +250,140 @@ async def _converge(body: kopf.Body, job: NexRLJob, memo: kopf.Memo, indexes: Ma
     return Converged({**observed, **seen}, names, memo.conflicts)
 
 
-async def _scale_to_zero(kube: Kube, body: kopf.Body, child: Child, why: str) -> None:
+def _run_over(obs: Observation) -> bool:
+    """The job's run has ended for good: its stored status says so, or its observed RayJob succeeded
+    or failed with no restart left (what the status would say next, even if nobody wrote it yet)."""
+    v = verdict(obs)
+    return v.phase in TERMINAL and v.reason not in (QUOTA_EXCEEDED, "ValidationFailed")
+
+
+async def _scale_to_zero(memo: kopf.Memo, body: kopf.Body, child: Child, why: str) -> None:
     """Free a workload's pods with ``child_patches.scale_to_zero`` (nothing to do for a RayJob, whose
-    cluster KubeRay tears down, or for a workload already at 0)."""
-    obj = {"apiVersion": "apps/v1", "kind": child.kind, "spec": {"replicas": child.replicas},
-           "metadata": {"namespace": body["metadata"]["namespace"], "name": child.name}}
-    patch = child_patches.scale_to_zero(obj)
+    cluster KubeRay tears down, or for a workload already at 0). The object is read first and patched
+    on that resourceVersion, so that of two writers (a resume handler and the status timer) one
+    scales it and says so, and the index lagging behind the patch costs one read, not a second Event."""
+    if child.kind not in child_patches.SCALED_KINDS or not child.replicas:
+        return
+    obj = await memo.kube.get("apps/v1", child.kind, body["metadata"]["namespace"], child.name)
+    patch = child_patches.scale_to_zero(obj) if obj is not None else {}
     if not patch:
         return
-    await kube.patch(obj, patch)
-    kopf.info(body, reason="ScaledDown", message=f"scaled {child.kind} {child.name} to 0: {why}")
+    try:
+        await memo.kube.patch(obj, patch)
+    except ApiError as exc:
+        if exc.status in (404, 409):  # gone, or changed since it was read: the next status tick looks again
+            return
+        raise
+    await _tell(memo, body, "Normal", "ScaledDown", f"scaled {child.kind} {child.name} to 0: {why}")
 
 
-async def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, fresh: bool, **kwargs: Any) -> None:
-    """Validate, ensure the children, write the status: the one path of create, update and resume."""
+async def _release(memo: kopf.Memo, body: kopf.Body, children: Mapping[str, Child], phase: str) -> None:
+    """A finished job holds no pods: scale every workload that has replicas to 0 (no request when none
+    has: the children are read from memory). Kept true on every status tick, not only on the way in."""
+    for child in children.values():
+        await _scale_to_zero(memo, body, child, f"the job has {phase.lower()}")
+
+
+async def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, fresh: bool, **kwargs: Any) -> bool:
+    """Validate, ensure the children, write the status: the one path of create, update and resume.
+    False: the status changed since the body was read, and nothing was written (run again)."""
     meta, status = body["metadata"], dict(body.get("status") or {})
+    observed = _observed(meta["uid"], kwargs)
     if is_finished(status):
         if not fresh and kwargs.get("reason") == kopf.Reason.UPDATE:
-            kopf.info(body, reason="SpecIgnored", message="the job has finished; spec changes are ignored")
-        return
+            await _tell(memo, body, "Normal", "SpecIgnored", "the job has finished; spec changes are ignored")
+        await _release(memo, body, observed, status["phase"])
+        return True
     try:
         job = parse_job(body, default_image=_default_image(memo))
     except JobValidationError as exc:
-        kopf.warn(body, reason="ValidationFailed", message=str(exc))
         obs = _observe(meta, status, invalid=str(exc))
-        _write(body, patch, status, desired_status(obs))
-        return
+        valid = find_condition(status, "Valid")
+        if not await _write(body, memo, status, desired_status(obs)):
+            return False
+        if (valid.get("status"), valid.get("message")) != ("False", str(exc)):  # once per new finding
+            await _tell(memo, body, "Warning", "ValidationFailed", str(exc))
+        return True
     restart = spec_changes.pending_restart(meta, job.spec)
+    claim = await _claim_found(memo.kube, meta["namespace"], job.spec)
     decision, built = _admit(body, job, memo)
+    ended = _observe(meta, status, spec=job.spec, children=observed, names=status.get("children") or {},
+                     restart_fields=restart, admission=decision, claim_found=claim)
+    if _run_over(ended):  # it ended (maybe while no operator ran): free the pods, say so, converge nothing
+        desired = desired_status(ended)
+        await _release(memo, body, observed, desired["phase"])
+        return await _write(body, memo, status, desired, admission=True)
     if decision is not None and decision.state is not State.ADMITTED:  # Queued or rejected: no children
-        obs = _observe(meta, status, spec=job.spec, restart_fields=restart, admission=decision)
-        _write(body, patch, status, desired_status(obs), memo)
-        return
+        obs = _observe(meta, status, spec=job.spec, restart_fields=restart, admission=decision,
+                       claim_found=claim)
+        return await _write(body, memo, status, desired_status(obs), admission=True)
     seen = await _converge(body, built, memo, kwargs, fresh=fresh, restart=restart)
     if not (meta.get("annotations") or {}).get(APPLIED_SPEC):
         applied = json.dumps(spec_changes.spec_dump(job.spec), sort_keys=True, separators=(",", ":"))
         patch.metadata.annotations[APPLIED_SPEC] = applied
     obs = _observe(meta, status, spec=job.spec, children=seen.children, names=seen.names,
-                   restart_fields=restart, conflicts=seen.conflicts, admission=decision)
-    _write(body, patch, status, desired_status(obs), memo)
+                   restart_fields=restart, conflicts=seen.conflicts, admission=decision, claim_found=claim)
+    return await _write(body, memo, status, desired_status(obs), admission=True)
+
+
+def _again() -> kopf.TemporaryError:
+    return kopf.TemporaryError("the job changed while it was handled; again on its new state",
+                               delay=CONFLICT_DELAY)
 
 
 async def on_create(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     """A new job: create its children (create-first, one request each) and say Provisioning."""
-    await _reconcile(body, patch, memo, fresh=True, **kwargs)
+    if not await _reconcile(body, patch, memo, fresh=True, **kwargs):
+        raise _again()
 
 
 async def on_change(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
     """A spec change or an operator restart: converge the children (get-first, no duplicates)."""
-    await _reconcile(body, patch, memo, fresh=False, **kwargs)
+    if not await _reconcile(body, patch, memo, fresh=False, **kwargs):
+        raise _again()
 
 
 async def on_admitted(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, type: str | None, **kwargs: Any
                       ) -> None:
     """Every job event: when ``status.admittedGpus`` is not what the children were converged for, the
     admission loop let a waiting job (or a scale-up) in: converge. (An event handler, not a change
-    handler on the field: no diff-base write per job. A failure is retried by the status timer.)"""
+    handler on the field: no diff-base write per job. A failure is retried by the status timer; a
+    status write that met a newer job is retried by that job's event.)"""
     status = body.get("status") or {}
     admitted = status.get("admittedGpus")
     if type in (None, "DELETED") or admitted is None or body["metadata"].get("deletionTimestamp"):
         return  # the initial listing is the resume handler's
+    if status.get("observedGeneration") != body["metadata"].get("generation"):
+        return  # a spec change the change handlers converge (or a stale event from before their write)
     if getattr(memo, "converged_for", None) != admitted:
         await _reconcile(body, patch, memo, fresh=not status.get("children"), **kwargs)
 
 
-async def on_delete(body: kopf.Body, **_: Any) -> None:
+async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Holds the finalizer so that deletions are seen; the children go by ownerReference GC."""
-    kopf.info(body, reason="Deleting", message="children are deleted by garbage collection (ownerReferences)")
+    await _tell(memo, body, "Normal", "Deleting",
+                "children are deleted by garbage collection (ownerReferences)")
 
 
 async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **kwargs: Any) -> None:
-    """Keep the status true from the watched children: restarts, self-healing, GPU release at the end."""
+    """Keep the status true from the watched children: restarts, self-healing, GPU release at the end
+    (and after it: a finished job's workloads are kept at 0, whoever scaled them up). A connection
+    lost meanwhile (the API server restarting, or this process stopping) waits for the next tick."""
+    try:
+        await _refresh(body, memo, **kwargs)
+    except aiohttp.ClientError as exc:
+        meta = body["metadata"]
+        logger.warning("%s/%s: status not refreshed (%s); again at the next tick", meta["namespace"],
+                       meta["name"], exc)
+
+
+async def _refresh(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
     meta, status = body["metadata"], dict(body.get("status") or {})
-    if is_finished(status) or status.get("observedGeneration") != meta.get("generation"):
-        return  # finished, or the change handlers have not seen this generation yet
+    if is_finished(status):
+        await _release(memo, body, _observed(meta["uid"], kwargs), status["phase"])
+        return
+    if status.get("observedGeneration") != meta.get("generation"):
+        return  # the change handlers have not seen this generation yet
     try:
         job = parse_job(body, default_image=_default_image(memo))
     except JobValidationError:
@@ -239,8 +393,11 @@ async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **
     if decision is not None and decision.state is not State.ADMITTED:
         return  # a waiting job's status is the admission loop's to write (on every change)
     observed = _observed(meta["uid"], kwargs)
+    missing = find_condition(status, "StorageReady").get("status") == "False"  # look again until it exists
+    claim = await _claim_found(memo.kube, meta["namespace"], job.spec) if missing else None
     obs = _observe(meta, status, spec=job.spec, children=observed, names=status.get("children") or {},
-                   restart_fields=restart, conflicts=getattr(memo, "conflicts", []), admission=decision)
+                   restart_fields=restart, conflicts=getattr(memo, "conflicts", []), admission=decision,
+                   claim_found=claim)
     rayjob = observed.get("rayjob")
     if rayjob is not None and should_restart(obs) and getattr(memo, "restarted", None) != rayjob.uid:
         stub = {"apiVersion": "ray.io/v1", "kind": "RayJob",
@@ -256,10 +413,9 @@ async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **
         seen = await _converge(body, built, memo, kwargs, fresh=False, restart=restart)
         obs = dataclasses.replace(obs, children=seen.children, conflicts=seen.conflicts)
     desired = desired_status(obs)
-    if desired["phase"] in TERMINAL and status.get("phase") not in TERMINAL:
-        for child in observed.values():
-            await _scale_to_zero(memo.kube, body, child, f"the job has {desired['phase'].lower()}")
-    _write(body, patch, status, desired, memo)
+    if is_finished(desired):
+        await _release(memo, body, observed, desired["phase"])
+    await _write(body, memo, status, desired, admission=True)  # False (409): the next tick, on the new status
 
 
 def index_workload(body: kopf.Body, **_: Any) -> dict[str, Child] | None:

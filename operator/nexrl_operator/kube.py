@@ -7,8 +7,12 @@ kopf's event loop. Decisions about ownership and patches are pure and live in ``
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import json
+import logging
 import os
+import secrets
+import socket
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +26,10 @@ from . import child_patches
 Manifest = dict[str, Any]
 USER_AGENT = "nexrl-operator"
 """Sent with the operator's own requests (kopf's carry kopf's), so audit logs tell them apart."""
+REPORTING_COMPONENT = "nexrl-operator"
+"""The controller named in our Events (``reportingComponent``, ``source.component``)."""
+
+logger = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
@@ -92,6 +100,17 @@ class Kube:
         path = resource_path(obj["apiVersion"], obj["kind"], meta.get("namespace"), meta["name"], subresource)
         return await self.request("PATCH", path, body, MERGE_PATCH)
 
+    async def event(self, obj: Mapping[str, Any], *, type_: str, reason: str, message: str,
+                    action: str) -> None:
+        """Post an Event about ``obj``; best effort (Events are auxiliary): a failure is logged only."""
+        event = event_manifest(obj, type_=type_, reason=reason, message=message, action=action,
+                               now=datetime.datetime.now(datetime.UTC), instance=reporting_instance())
+        try:
+            await self.create(event)
+        except Exception as exc:  # an Event must never fail a reconcile
+            logger.warning("could not post Event %s about %s %s: %s", reason, obj["kind"],
+                           obj["metadata"]["name"], exc)
+
     async def delete(self, obj: Mapping[str, Any], *, uid: str | None = None) -> None:
         """Delete (background propagation), only if it still has ``uid`` when given; absent is fine."""
         meta = obj["metadata"]
@@ -104,6 +123,37 @@ class Kube:
         except ApiError as exc:
             if exc.status not in (404, 409):
                 raise
+
+
+def object_reference(obj: Mapping[str, Any]) -> Manifest:
+    """The ObjectReference of an object (an Event's ``involvedObject``)."""
+    meta = obj["metadata"]
+    ref = {"apiVersion": obj["apiVersion"], "kind": obj["kind"], "name": meta["name"]}
+    ref.update({key: meta[key] for key in ("namespace", "uid") if meta.get(key)})
+    return ref
+
+
+def event_manifest(obj: Mapping[str, Any], *, type_: str, reason: str, message: str, action: str,
+                   now: datetime.datetime, instance: str) -> Manifest:
+    """A core/v1 Event about ``obj`` as client-go's recorder writes one: named ``<object>.<random>``,
+    with ``action`` (what was done), ``reportingComponent``/``reportingInstance`` and ``source``."""
+    ref = object_reference(obj)
+    stamp, micro = now.strftime("%Y-%m-%dT%H:%M:%SZ"), now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{ref['name']}.{secrets.token_hex(8)}",
+                     "namespace": ref.get("namespace", "default")},
+        "involvedObject": ref, "type": type_, "reason": reason, "action": action,
+        "message": message if len(message) <= 1024 else message[:1021] + "...",
+        "reportingComponent": REPORTING_COMPONENT, "reportingInstance": instance,
+        "source": {"component": REPORTING_COMPONENT, "host": instance},
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "eventTime": micro, "count": 1,
+    }
+
+
+def reporting_instance() -> str:
+    """Which operator process reports (the pod's name in a cluster)."""
+    return os.environ.get("POD_NAME") or os.environ.get("HOSTNAME") or socket.gethostname() or "unknown"
 
 
 @dataclasses.dataclass(frozen=True)
