@@ -28,7 +28,7 @@ from typing import Any
 from . import metrics, timestamps
 from .admission import Decision, Demand, Plan, State, admitted_message, plan, selecting
 from .api import API_VERSION, KIND
-from .job_status import Observation, desired_status, status_patch
+from .job_status import Observation, desired_status, find_condition, status_patch
 from .kube import ApiError, Kube
 from .quota_api import QUOTA_KIND
 from .quota_views import JobView, QuotaView, quota_status
@@ -40,6 +40,20 @@ logger = logging.getLogger(__name__)
 JOBS, QUOTAS = "nexrl_jobs", "nexrl_quotas"
 RESOURCE_QUOTAS, NAMESPACES = "resource_quotas", "namespace_labels"
 DEBOUNCE = 0.05
+READMITTED = ("; the job ran before it was suspended, and a job that is unsuspended is admitted again "
+              "like a new one: this limit was set or lowered after it was admitted (shrink the job, or "
+              "raise the limit)")
+"""Said after the rejection of a job that ran, was suspended and no longer fits (docs/admin.md)."""
+
+
+def explain(view: JobView, decision: Decision) -> Decision:
+    """The decision, with ``READMITTED`` added to the rejection of a job that ran before it was
+    suspended (its children exist, and it has a Suspended condition): what changed is the limit."""
+    status = view.status
+    ran = bool(status.get("children")) and bool(find_condition(status, "Suspended"))
+    if decision.state is not State.REJECTED or not ran:
+        return decision
+    return dataclasses.replace(decision, message=decision.message + READMITTED)
 
 
 class Admitter:
@@ -130,7 +144,7 @@ class Admitter:
         decision = self.compute(view).decisions[view.uid]
         if decision.new:
             self._commit(view, decision)
-        return decision
+        return explain(view, decision)
 
     def record(self, uid: str, gpus: int | None) -> None:
         """A handler is writing ``status.admittedGpus = gpus`` for a job."""
@@ -179,7 +193,7 @@ class Admitter:
         deferred = False
         for uid, decision in result.decisions.items():
             if decision.state is not State.ADMITTED and uid in handled and uid not in self.committed:
-                deferred |= not await self._write_waiting(views[uid], decision)
+                deferred |= not await self._write_waiting(views[uid], explain(views[uid], decision))
         await self._write_quotas(result)
         queued = sum(1 for d in result.decisions.values() if d.state is State.QUEUED)
         limits = {name: view.quota.spec.gpus if view.quota else None for name, view in self.quotas().items()}
