@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import copy
 import os
 import pathlib
 import signal
@@ -113,6 +114,14 @@ class EmulatorThread:
         """Create every CRD in crds/ (NexRLJob, NexRLQuota)."""
         for path in NEXRL_CRDS:
             self.install_crd(path)
+
+    def writes(self, group: str, version: str, plural: str) -> list[tuple[int, str, dict[str, Any]]]:
+        """Every state the server stored for a resource, in order: (resourceVersion, event type, object),
+        as its watch log keeps them (``watch_cache_size`` deep): what was written, not only the last state."""
+        async def snapshot() -> list[tuple[int, str, dict[str, Any]]]:
+            log = self.emu._logs.get(self.emu._res(group, version, plural), ())
+            return [(rv, event["type"], copy.deepcopy(event["object"])) for rv, event in log]
+        return self.run(snapshot)
 
     def watches(self, plural: str) -> int:
         """How many watch requests for a resource the server has seen (a restarted operator adds one)."""
