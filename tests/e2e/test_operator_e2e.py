@@ -70,7 +70,8 @@ def cluster(server: EmulatorThread, operator: OperatorProcess) -> Cluster:
 
 
 def test_create_makes_owned_children_and_reports_provisioning(cluster: Cluster, ns: str) -> None:
-    created = cluster.create_job(ns, "demo", mode="training-service", storage={"size": "10Gi"})
+    created = cluster.create_job(ns, "demo", mode="training-service", storage={"size": "10Gi"},
+                                 trainer={"nodes": 1, "gpusPerNode": 1})  # the training service's one rank
     job = cluster.wait_phase(ns, "demo", "Provisioning")
     children = cluster.owned(ns, "demo")
     assert {kind: len(objs) for kind, objs in children.items()} == {
@@ -82,7 +83,7 @@ def test_create_makes_owned_children_and_reports_provisioning(cluster: Cluster, 
     status = job["status"]
     assert status["children"] == {"config": "demo-config", "storage": "demo-data", "rayjob": "demo",
                                   "inference": "demo-inference", "trainer": "demo-trainer"}
-    assert status["gpus"] == 2 * 1 + 1 * 2 and status["observedGeneration"] == 1
+    assert status["gpus"] == 2 * 1 + 1 * 1 and status["observedGeneration"] == 1
     assert condition(job, "Valid")["status"] == "True" and condition(job, "Ready")["status"] == "False"
     assert "nexrl.io/finalizer" in job["metadata"]["finalizers"]
     # the runtime's pods run as the account that may patch nexrljobs/status (--runtime-service-account)
@@ -175,7 +176,7 @@ def test_delete_removes_children_and_the_finalizer(cluster: Cluster, ns: str) ->
 
 
 def test_suspend_stops_pods_and_resume_restores_them(cluster: Cluster, ns: str) -> None:
-    cluster.create_job(ns, "pause", mode="training-service")
+    cluster.create_job(ns, "pause", mode="training-service", trainer={"nodes": 1, "gpusPerNode": 1})
     cluster.wait_phase(ns, "pause", "Provisioning")
     cluster.patch_spec(ns, "pause", suspend=True)
     job = cluster.wait_phase(ns, "pause", "Suspended")
