@@ -51,6 +51,7 @@ def run(config_path: str, overrides: list[str], cluster: str | None) -> int:
         summary = run_recipe(config)
     except (ConfigError, RegistryError) as err:
         print(f"nexrl: {err}", file=sys.stderr)
+        _tell_the_operator(cluster, str(err))
         return 2
     before = summary.val_after_warm_start.get("val_accuracy")
     after = summary.val_final.get("val_accuracy")
@@ -60,6 +61,22 @@ def run(config_path: str, overrides: list[str], cluster: str | None) -> int:
         print(f"held-out accuracy after RL ({summary.steps} steps): {after:.3f}")
     print(f"run folder: {summary.output_dir} ({summary.seconds:.0f} s); {summary.stats}")
     return 130 if summary.interrupted else 0
+
+
+def _tell_the_operator(cluster: str | None, message: str) -> None:
+    """In a job's pod, put the refusal on the NexRLJob (status.configError): the operator then fails
+    the job with ValidationFailed rather than restarting it with the same config."""
+    if cluster is None:
+        return
+    from nexrl_runtime.config.loader import load_cluster
+    from nexrl_runtime.reporting import ApiAccess, report_config_error
+
+    try:
+        section = load_cluster(cluster)
+    except ConfigError:
+        return  # the message printed above already names what is wrong
+    if report_config_error(section, message, ApiAccess.in_cluster()):
+        print("nexrl: reported on the NexRLJob (status.configError)", file=sys.stderr)
 
 
 def serve_trainer(args: argparse.Namespace) -> int:

@@ -2,7 +2,8 @@
 writes back. Pydantic only (no torch, Hydra or Kubernetes client), so both sides import it.
 
 * ``cluster.yaml`` in the job's ConfigMap is a dumped ``ClusterConfig``;
-* the runtime's progress report is a merge-patch of the NexRLJob's ``status`` with ``RUNTIME_KEYS``.
+* the runtime's progress report, and its refusal of a config at start-up, are merge-patches of the
+  NexRLJob's ``status`` with ``RUNTIME_KEYS``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 MERGE_PATCH = "application/merge-patch+json"
-RUNTIME_KEYS = ("step", "reward", "policyVersion")
+RUNTIME_KEYS = ("step", "reward", "policyVersion", "configError")
 """The status keys the runtime writes; the operator never writes them."""
 
 
@@ -61,3 +62,9 @@ def progress_patch(step: int, reward: float | None = None, policy_version: int |
     if policy_version is not None:
         status["policyVersion"] = int(policy_version)
     return {"status": status}
+
+
+def config_error_patch(message: str) -> dict[str, Any]:
+    """The merge-patch body of a config the runtime refused at start-up (the operator then fails the
+    job with ValidationFailed instead of restarting it with the same config)."""
+    return {"status": {"configError": message[:4000]}}

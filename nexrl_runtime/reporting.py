@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 
-from nexrl_runtime.contract import MERGE_PATCH, ClusterConfig, progress_patch, status_path
+from nexrl_runtime.contract import MERGE_PATCH, ClusterConfig, config_error_patch, progress_patch, status_path
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +83,11 @@ class StatusReporter:
         if self._clock() >= self._next_at:
             self._send()
 
+    def send_last(self, body: dict[str, Any]) -> None:
+        """Send this body now, once, and close (a last word, such as a refused config)."""
+        self._pending = body
+        self.close()
+
     def close(self) -> None:
         """Send the latest progress not sent yet, whatever the rate limit, then close the client."""
         if self._pending is not None and not self.stopped:
@@ -140,3 +145,15 @@ def status_sinks(cluster: ClusterConfig, sa_dir: Path = SA_DIR,
         return []
     log.info("reporting progress to %s", reporter.path)
     return [reporter]
+
+
+def report_config_error(cluster: ClusterConfig, message: str, access: ApiAccess | None) -> bool:
+    """Tell the operator that this pod's run refused its config (``status.configError``), so the job
+    fails with ValidationFailed instead of being restarted with the same config. Best effort: True
+    when the patch was accepted; outside a pod (``access`` None) or without a job name, nothing."""
+    namespace = cluster.namespace or (access.namespace if access else None)
+    if access is None or not cluster.job_name or not namespace:
+        return False
+    reporter = StatusReporter(access, namespace, cluster.job_name)
+    reporter.send_last(config_error_patch(message))
+    return reporter.sent == 1

@@ -199,6 +199,8 @@ class NexRLJobStatus(BaseModel):
     step: int | None = None
     reward: float | None = None
     policy_version: int | None = None
+    config_error: str | None = Field(None, description="written by the runtime: why it refused the "
+                                     "resolved config at start-up (the job fails with ValidationFailed)")
     gpus: int | None = Field(None, description="total GPUs the job's spec requests (the REQUESTED column)")
     held_gpus: int | None = Field(None, description="GPUs the job holds now (the HELD column): what it was "
                                   "admitted for while it runs; 0 when queued, suspended or finished")

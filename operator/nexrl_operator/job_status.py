@@ -126,6 +126,8 @@ def is_finished(status: Mapping[str, Any]) -> bool:
     was rejected by its quota (a higher limit or a smaller spec may let it in)."""
     if status.get("phase") not in TERMINAL:
         return False
+    if status.get("configError"):  # the runtime refused the recipe: a spec edit cannot rerun it
+        return True
     valid = find_condition(status, "Valid")
     admitted = find_condition(status, "Admitted")
     return valid.get("status") != "False" and admitted.get("reason") != QUOTA_EXCEEDED
@@ -150,6 +152,8 @@ def should_restart(obs: Observation) -> bool:
     """A failed run with restarts left (and the job not finished or suspended) is run again."""
     rayjob = obs.children.get("rayjob")
     if obs.spec is None or rayjob is None or rayjob.deleting or not rayjob.failed:
+        return False
+    if obs.status.get("configError"):  # the same config would be refused again
         return False
     if is_finished(obs.status) or obs.spec.suspend:
         return False
@@ -216,6 +220,8 @@ def verdict(obs: Observation) -> Verdict:
         return Verdict(Phase.PROVISIONING, "Restarting", message)
     if rayjob is not None and rayjob.succeeded:
         return Verdict(Phase.SUCCEEDED, "RayJobSucceeded", f"RayJob {rayjob.name} succeeded")
+    if rayjob is not None and rayjob.failed and (error := obs.status.get("configError")):
+        return Verdict(Phase.FAILED, "ValidationFailed", f"the runtime refused the config: {error}")
     if rayjob is not None and rayjob.failed and not should_restart(obs):
         detail = f": {rayjob.message}" if rayjob.message else ""
         return Verdict(Phase.FAILED, "RayJobFailed",
@@ -249,9 +255,11 @@ def conditions(obs: Observation, v: Verdict) -> list[dict[str, Any]]:
     Valid, SpecApplied and Ready are always present; Suspended, Complete and Failed once they
     have been true (as the Job controller does), so that their transitions stay visible.
     """
-    valid = obs.invalid is None and obs.spec is not None
-    out = [_condition("Valid", valid, "SpecValid" if valid else "ValidationFailed",
-                      obs.invalid or "the spec is valid")]
+    refused = obs.status.get("configError")
+    valid = obs.invalid is None and obs.spec is not None and not refused
+    why = obs.invalid or (f"the runtime refused the config: {refused}" if refused else None)
+    reason = "SpecValid" if valid else "ValidationFailed"
+    out = [_condition("Valid", valid, reason, why or "the spec is valid")]
     if valid:
         out.append(_spec_applied(obs))
     if (admitted := _admitted(obs, v)) is not None:

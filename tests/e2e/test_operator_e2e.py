@@ -20,7 +20,7 @@ from cluster import GROUP, PLURAL, VERSION, Cluster, condition
 from harness import EmulatorThread, OperatorProcess, wait_for
 from kubernetes.client.exceptions import ApiException
 
-from nexrl_runtime.contract import progress_patch
+from nexrl_runtime.contract import config_error_patch, progress_patch
 
 STATUS_INTERVAL = "0.3"
 ALLOWED_RULES = {  # what the Helm chart's ClusterRole grants; the operator must need no more
@@ -246,6 +246,24 @@ def test_failed_run_restarts_up_to_max_restarts(cluster: Cluster, ns: str) -> No
     job = cluster.wait_phase(ns, "flaky", "Failed")
     assert condition(job, "Failed")["reason"] == "RayJobFailed"
     assert cluster.rayjob(ns, "flaky")["metadata"]["uid"] == second
+
+
+def test_a_config_the_runtime_refused_fails_the_job_without_a_restart(cluster: Cluster, ns: str) -> None:
+    cluster.create_job(ns, "badcfg", maxRestarts=2)
+    cluster.wait_phase(ns, "badcfg", "Provisioning")
+    first = cluster.rayjob(ns, "badcfg")["metadata"]["uid"]
+    # What `nexrl run` writes before it exits 2 (nexrl_runtime.reporting.report_config_error), then
+    # KubeRay's view of the exit.
+    cluster.custom.patch_namespaced_custom_object_status(
+        GROUP, VERSION, ns, PLURAL, "badcfg", config_error_patch("trainer.bogus: unknown field"))
+    cluster.run_rayjob(ns, "badcfg", "badcfg-inference", job="FAILED", phase="Failed")
+    job = cluster.wait_phase(ns, "badcfg", "Failed")
+    assert condition(job, "Failed")["reason"] == "ValidationFailed"
+    assert job["status"]["message"] == "the runtime refused the config: trainer.bogus: unknown field"
+    assert condition(job, "Valid")["status"] == "False" and job["status"]["restarts"] == 0
+    wait_for(lambda: cluster.apps.read_namespaced_deployment("badcfg-inference", ns).spec.replicas == 0,
+             what="the refused job's vLLM GPUs to be released")
+    assert cluster.rayjob(ns, "badcfg")["metadata"]["uid"] == first  # not re-run with the same config
 
 
 def test_operator_restart_mid_creation_makes_no_duplicates(cluster: Cluster, operator: OperatorProcess,

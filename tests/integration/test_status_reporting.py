@@ -241,3 +241,31 @@ def test_the_path_names_the_operators_resource() -> None:
 
     expected = f"/apis/{GROUP}/{VERSION}/namespaces/team-a/{PLURAL}/job-1/status"
     assert status_path("team-a", "job-1") == expected
+
+
+def test_a_refused_config_reaches_the_job_and_the_operator_fails_it(access: ApiAccess, server: EmulatorThread,
+                                                                    job: tuple[str, str]) -> None:
+    """The seam: the runtime's refusal, as the loader words it, stored by the API and read back by the
+    operator's status logic, which fails the job with ValidationFailed and does not restart it."""
+    from nexrl_operator.api import NexRLJobSpec
+    from nexrl_operator.job_status import Child, Observation, desired_status, should_restart
+
+    from nexrl_runtime.config.loader import ConfigError, load_config
+    from nexrl_runtime.reporting import report_config_error
+
+    recipe = Path(__file__).resolve().parents[2] / "recipe" / "arithmetic" / "arithmetic.yaml"
+    with pytest.raises(ConfigError) as refused:
+        load_config(str(recipe), ["++trainer.bogus=1"])
+    ns, name = job
+    assert report_config_error(ClusterConfig(namespace=ns, job_name=name), str(refused.value), access)
+    stored = status_of(server, ns, name)
+    assert "trainer.bogus: unknown field" in stored["configError"]
+    spec = NexRLJobSpec.model_validate({"recipe": "/r.yaml", "image": "img", "maxRestarts": 3})
+    failed = Child(kind="RayJob", name=name, uid="r1", job_status="FAILED", deployment_status="Failed")
+    obs = Observation(generation=1, status=stored, now="2026-01-01T00:00:00Z", spec=spec,
+                      children={"rayjob": failed})
+    status = desired_status(obs)
+    assert status["phase"] == "Failed"
+    assert status["message"] == f"the runtime refused the config: {refused.value}"
+    assert not should_restart(obs)
+    assert not report_config_error(ClusterConfig(namespace=ns), "x", access)  # no job named: nothing sent
