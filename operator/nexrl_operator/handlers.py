@@ -11,13 +11,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
 import kopf
 
-from . import child_patches, quota_handlers, spec_changes, timestamps
+from . import child_patches, job_events, quota_handlers, spec_changes, timestamps
 from .admission import Decision, State
 from .api import API_VERSION, GROUP, KIND, PLURAL, VERSION, NexRLJob, NexRLJobSpec
 from .builders import NO_DEFAULTS, build_children
@@ -38,7 +38,7 @@ from .job_status import (
     summarize,
     verdict,
 )
-from .kube import ApiError, Kube, Outcome, ensure
+from .kube import ApiError, Kube, ensure
 from .metrics import counted
 from .naming import child_names
 from .quota_views import admitted_spec, job_view
@@ -50,16 +50,6 @@ logger = logging.getLogger(__name__)
 
 CONFLICT_DELAY = 1.0
 """Seconds before a change handler whose status write met a newer job (409) runs again, on the new one."""
-ACTIONS = {
-    "Created": "Create", "Adopted": "Adopt", "NameConflict": "Create", "ApplyFailed": "Apply",
-    "ScaledDown": "Scale", "SpecIgnored": "Ignore", "ValidationFailed": "Validate", "Deleting": "Delete",
-    "Queued": "Admit", "Provisioning": "Provision", "Running": "Run", "Suspended": "Suspend",
-    "Succeeded": "Complete", "Failed": "Fail", "Pending": "Reconcile",
-}
-"""Event reason -> ``action`` (what the operator did or saw); any other reason: ``Reconcile``."""
-ADMISSION_REASONS = frozenset({"WaitingForQuota", QUOTA_EXCEEDED, "WaitingForKueue"})
-
-
 @dataclasses.dataclass(frozen=True)
 class Options:
     """Operator tunables that shape the handlers."""
@@ -100,38 +90,12 @@ def _admit(body: kopf.Body, job: NexRLJob, memo: kopf.Memo) -> tuple[Decision | 
     return decision, job if spec is job.spec else job.model_copy(update={"spec": spec})
 
 
-async def _tell(memo: kopf.Memo, body: kopf.Body, type_: str, reason: str, message: str,
-                action: str | None = None) -> None:
-    """An Event on the job, and the same news in the operator's log: ``ns/name: what happened``.
-
-    Posted by our own client, not kopf's (whose Events all say ``action: Action?``): ``action`` is
-    what was done (``ACTIONS`` by reason unless given), with ``reportingComponent`` and ``source``."""
-    await memo.kube.event(body, type_=type_, reason=reason, message=message,
-                          action=action or ACTIONS.get(reason, "Reconcile"))
-    meta = body["metadata"]
-    said = message if message.lower().startswith(reason.lower()) else f"{reason}: {message}"
-    logger.log(logging.WARNING if type_ == "Warning" else logging.INFO, "%s/%s: %s", meta.get("namespace"),
-               meta.get("name"), said)
-
-
 async def _claim_found(kube: Kube, namespace: str, spec: NexRLJobSpec) -> bool | None:
     """Whether the PVC of ``spec.storage.existingClaim`` exists (None: the job names none)."""
     claim = spec.storage.existing_claim if spec.storage is not None else None
     if not claim:
         return None
     return await kube.get("v1", "PersistentVolumeClaim", namespace, claim) is not None
-
-
-def _phase_action(desired: Mapping[str, Any]) -> str:
-    """The ``action`` of a phase Event: what decided the phase (admission, validation, a restart)."""
-    reason = find_condition(desired, "Ready").get("reason")
-    if reason in ADMISSION_REASONS:
-        return "Admit"
-    if reason == "ValidationFailed":
-        return "Validate"
-    if reason == "Restarting":
-        return "Restart"
-    return ACTIONS.get(desired.get("phase") or "", "Reconcile")
 
 
 async def _write(body: kopf.Body, memo: kopf.Memo, current: Mapping[str, Any], desired: dict[str, Any], *,
@@ -166,42 +130,9 @@ async def _write(body: kopf.Body, memo: kopf.Memo, current: Mapping[str, Any], d
     if admission:
         memo.converged_for = desired.get("admittedGpus")
     for type_, reason, message in announcements(current, desired):
-        await _tell(memo, body, type_, reason, message, _phase_action(desired) if reason == desired["phase"]
-                    else None)
+        action = job_events.phase_action(desired) if reason == desired["phase"] else None
+        await job_events.tell(memo, body, type_, reason, message, action)
     return True
-
-
-async def _announce(memo: kopf.Memo, body: kopf.Body, outcome: Outcome, known_conflicts: Sequence[str]
-                    ) -> None:
-    """An Event per change to a child; a conflict only the first time it is seen (by this process, or in
-    the stored status message, which names it)."""
-    label = outcome.label
-    messages = {
-        "created": ("Normal", "Created", f"created {label}"),
-        "adopted": ("Normal", "Adopted", f"adopted {label} (it had no controller)"),
-        "updated": ("Normal", "Updated", f"patched {label}: {child_patches.describe_patch(outcome.patch)}"),
-        "conflict": ("Warning", "NameConflict", _conflict(outcome)),
-    }
-    repeated = outcome.action == "conflict" and any(_conflict(outcome) in known for known in known_conflicts)
-    if outcome.action in messages and not repeated:
-        type_, reason, message = messages[outcome.action]
-        await _tell(memo, body, type_, reason, message, _child_action(outcome))
-
-
-def _child_action(outcome: Outcome) -> str | None:
-    """What a patch of a child did: scale, suspend or resume a RayJob, update a ConfigMap."""
-    if outcome.action != "updated":
-        return None
-    spec = outcome.patch.get("spec") or {}
-    if "replicas" in spec:
-        return "Scale"
-    if "suspend" in spec:
-        return "Suspend" if spec["suspend"] else "Resume"
-    return "Update"
-
-
-def _conflict(outcome: Outcome) -> str:
-    return f"{outcome.label} exists and is not ours; delete or rename it"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -234,15 +165,15 @@ async def _converge(body: kopf.Body, job: NexRLJob, memo: kopf.Memo, indexes: Ma
                                    config_frozen=bool(restart), fresh=fresh)
         except ApiError as exc:
             label = f"{child['kind']} {child['metadata']['name']}"
-            await _tell(memo, body, "Warning", "ApplyFailed", f"{label}: {exc}")
+            await job_events.tell(memo, body, "Warning", "ApplyFailed", f"{label}: {exc}")
             raise kopf.TemporaryError(str(exc), delay=RETRY_DELAY) from exc
-        await _announce(memo, body, outcome, known)
+        await job_events.announce_child(memo, body, outcome, known)
         outcomes.append(outcome)
     wanted = {(o.desired["kind"], o.desired["metadata"]["name"]) for o in outcomes}
     for child in observed.values():
         if (child.kind, child.name) not in wanted:
             await _scale_to_zero(memo, body, child, "the spec no longer asks for it")
-    memo.conflicts = [_conflict(o) for o in outcomes if o.action == "conflict"]
+    memo.conflicts = [job_events.conflict(o) for o in outcomes if o.action == "conflict"]
     roles = {name: role for role, name in child_names(meta["name"]).items()}
     seen = {WORKLOAD_ROLES[o.desired["kind"]]: summarize(o.obj) for o in outcomes
             if o.obj is not None and o.desired["kind"] in WORKLOAD_ROLES and o.action != "conflict"}
@@ -274,7 +205,7 @@ async def _scale_to_zero(memo: kopf.Memo, body: kopf.Body, child: Child, why: st
         if exc.status in (404, 409):  # gone, or changed since it was read: the next status tick looks again
             return
         raise
-    await _tell(memo, body, "Normal", "ScaledDown", f"scaled {child.kind} {child.name} to 0: {why}")
+    await job_events.tell(memo, body, "Normal", "ScaledDown", f"scaled {child.kind} {child.name} to 0: {why}")
 
 
 async def _release(memo: kopf.Memo, body: kopf.Body, children: Mapping[str, Child], phase: str) -> None:
@@ -291,7 +222,8 @@ async def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, fresh:
     observed = _observed(meta["uid"], kwargs)
     if is_finished(status):
         if not fresh and kwargs.get("reason") == kopf.Reason.UPDATE:
-            await _tell(memo, body, "Normal", "SpecIgnored", "the job has finished; spec changes are ignored")
+            await job_events.tell(memo, body, "Normal", "SpecIgnored",
+                                  "the job has finished; spec changes are ignored")
         await _release(memo, body, observed, status["phase"])
         return True
     try:
@@ -302,7 +234,7 @@ async def _reconcile(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, fresh:
         if not await _write(body, memo, status, desired_status(obs)):
             return False
         if (valid.get("status"), valid.get("message")) != ("False", str(exc)):  # once per new finding
-            await _tell(memo, body, "Warning", "ValidationFailed", str(exc))
+            await job_events.tell(memo, body, "Warning", "ValidationFailed", str(exc))
         return True
     restart = spec_changes.pending_restart(meta, job.spec)
     claim = await _claim_found(memo.kube, meta["namespace"], job.spec)
@@ -361,7 +293,7 @@ async def on_admitted(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, type:
 
 async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """Holds the finalizer so that deletions are seen; the children go by ownerReference GC."""
-    await _tell(memo, body, "Normal", "Deleting",
+    await job_events.tell(memo, body, "Normal", "Deleting",
                 "children are deleted by garbage collection (ownerReferences)")
 
 
