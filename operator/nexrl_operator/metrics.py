@@ -35,6 +35,8 @@ QUEUED_JOBS = Gauge("nexrl_queued_jobs", "NexRLJobs waiting for GPUs (any quota 
                     registry=REGISTRY)
 ADMISSION_WAIT = Histogram("nexrl_admission_wait_seconds", "time from a job's creation (or the end of its "
                            "suspension) to its admission", buckets=WAIT_BUCKETS, registry=REGISTRY)
+HANDLER_RUNS = Counter("nexrl_handler_runs_total", "runs of each job handler (create, update, status, ...)",
+                       ["handler"], registry=REGISTRY)
 RECONCILE_ERRORS = Counter("nexrl_reconcile_errors_total", "handler runs and admission passes that failed",
                            ["handler"], registry=REGISTRY)
 
@@ -68,10 +70,12 @@ def _remove(gauge: Gauge, quota: str) -> None:
 
 
 def counted(handler: str) -> Callable[[F], F]:
-    """Count the exceptions of an async handler in ``nexrl_reconcile_errors_total`` (and re-raise)."""
+    """Count the runs of an async handler (``nexrl_handler_runs_total``) and its exceptions
+    (``nexrl_reconcile_errors_total``, re-raised)."""
     def wrap(fn: F) -> F:
         @functools.wraps(fn)
         async def run(*args: Any, **kwargs: Any) -> Any:
+            HANDLER_RUNS.labels(handler).inc()
             try:
                 return await fn(*args, **kwargs)
             except Exception:

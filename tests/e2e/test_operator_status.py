@@ -10,7 +10,8 @@ from __future__ import annotations
 import collections
 import itertools
 import re
-import time
+import socket
+import urllib.request
 from collections.abc import Iterator
 
 import pytest
@@ -23,8 +24,13 @@ _ids = itertools.count()
 
 @pytest.fixture(scope="module")
 def operator(server: EmulatorThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     process = OperatorProcess(server, tmp_path_factory.mktemp("operator"), "--status-interval",
-                              str(STATUS_INTERVAL))
+                              str(STATUS_INTERVAL), "--metrics-port", str(port),
+                              "--metrics-address", "127.0.0.1")
+    process.metrics = f"http://127.0.0.1:{port}/metrics"  # type: ignore[attr-defined]
     with process:
         yield process
     assert "Traceback" not in process.log(), process.log()[-5000:]
@@ -107,18 +113,33 @@ def test_a_kueue_job_says_kueue_admits_it(cluster: Cluster, ns: str) -> None:
     assert cluster.rayjob(ns, "kq")["spec"]["suspend"] is False  # Kueue's field: never written by us
 
 
+def claim_lookups(cluster: Cluster, ns: str) -> int:
+    """GETs of PersistentVolumeClaims in ``ns`` so far (the operator looks on every refresh while missing)."""
+    return sum(1 for c in list(cluster.server.emu.calls)
+               if c.verb == "get" and c.resource == "persistentvolumeclaims" and c.namespace == ns)
+
+
 def test_a_missing_existing_claim_is_reported_once(cluster: Cluster, ns: str) -> None:
     cluster.create_job(ns, "pvc", storage={"existingClaim": "shared-data"})
     storage = wait_condition(cluster, ns, "pvc", "StorageReady", status="False", reason="ClaimNotFound")
     assert "PersistentVolumeClaim shared-data" in storage["message"]
     wait_for(lambda: "ClaimNotFound" in cluster.events(ns, "pvc"), what="a ClaimNotFound Event")
-    time.sleep(5 * STATUS_INTERVAL)  # several status refreshes: each looks again, none repeats the Event
+    looks = claim_lookups(cluster, ns)
+    wait_for(lambda: claim_lookups(cluster, ns) >= looks + 5, timeout=20,
+             what="five more status refreshes, each looking for the claim again")
     assert cluster.events(ns, "pvc").count("ClaimNotFound") == 1
     assert "PersistentVolumeClaim shared-data to exist" in cluster.job(ns, "pvc")["status"]["message"]
     cluster.core.create_namespaced_persistent_volume_claim(ns, {
         "metadata": {"name": "shared-data"},
         "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}}})
     wait_condition(cluster, ns, "pvc", "StorageReady", status="True", reason="ClaimFound")
+
+
+def status_ticks(operator: OperatorProcess) -> float:
+    """Runs of the status timer so far, from the operator's own /metrics."""
+    text = urllib.request.urlopen(operator.metrics, timeout=5).read().decode()  # type: ignore[attr-defined]
+    found = re.search(r'^nexrl_handler_runs_total\{handler="status"\} (\S+)$', text, re.M)
+    return float(found.group(1)) if found else 0.0
 
 
 def test_the_log_says_what_was_done_to_which_job_once(cluster: Cluster, operator: OperatorProcess,
@@ -128,7 +149,10 @@ def test_the_log_says_what_was_done_to_which_job_once(cluster: Cluster, operator
     cluster.wait_phase(ns, "quiet", "Provisioning")
     cluster.run_rayjob(ns, "quiet", "quiet-inference")
     cluster.wait_phase(ns, "quiet", "Running")
-    time.sleep(8 * STATUS_INTERVAL)  # several status intervals with nothing to do
+    ticks = status_ticks(operator)
+    jobs = len(cluster.server.live("nexrl.io", "v1alpha1", "nexrljobs"))  # each has its own timer
+    wait_for(lambda: status_ticks(operator) >= ticks + 8 * jobs, timeout=30,
+             what="eight status intervals with nothing to do")
     lines = operator.log()[start:].splitlines()
     assert not [line for line in lines if "succeeded." in line and "kopf.objects" in line], lines
     bodies = [re.sub(r"^\[[^]]*\] ", "", line) for line in lines]  # without the timestamp
