@@ -15,6 +15,11 @@ from typing import Any, get_args
 
 from pydantic import BaseModel, ValidationError
 
+
+class ConfigError(ValueError):
+    """A recipe that cannot run; the message says where and why (the CLI prints it, exit 2)."""
+
+
 Problem = tuple[str, str]
 """(dotted path, what is wrong in words)"""
 

@@ -17,12 +17,10 @@ from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 from pydantic import BaseModel, ValidationError
 
-from nexrl_runtime.config.errors import problem_lines
+from nexrl_runtime.config.errors import ConfigError, problem_lines
 from nexrl_runtime.config.schema import ClusterConfig, NexRLConfig
 
-
-class ConfigError(ValueError):
-    """A recipe that cannot run; the message says where and why."""
+__all__ = ["ConfigError", "load_cluster", "load_config"]
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel] = NexRLConfig) -> str:

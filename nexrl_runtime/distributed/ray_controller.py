@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import TextIO
 
+from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.controller import Controller, RunSummary
 from nexrl_runtime.distributed.driver import connect
@@ -29,7 +30,8 @@ class RayController(Controller):
     def __init__(self, config: NexRLConfig, echo: TextIO | None = sys.stdout):
         engine = getattr(getattr(config, "inference", None), "engine", "local")
         if engine != "local":  # rather than silently serving in-process engines instead
-            raise NotImplementedError(f"launch_mode=ray runs in-process engines only, not {engine!r}")
+            raise ConfigError(f"inference.engine: launch_mode=ray runs the in-process engine only today "
+                              f"(inference.engine: local), not {engine!r}")
         connect(config)
         self.runtime: RayRuntime | None = None
         try:

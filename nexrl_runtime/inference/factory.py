@@ -6,6 +6,7 @@ from pathlib import Path
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.config.schema import InferenceConfig, NexRLConfig
 from nexrl_runtime.inference.base import InferenceEngine
 from nexrl_runtime.inference.local import LocalEngine
@@ -25,8 +26,9 @@ def build_engine(
     if inf.engine == "openai":
         urls = inf.base_urls or config.cluster.inference.base_urls
         if not urls:
-            raise ValueError(
-                "inference.engine=openai needs inference.base_urls (or cluster.inference.base_urls)"
+            raise ConfigError(
+                "inference.base_urls: inference.engine=openai needs the servers' URLs here "
+                "(or in cluster.inference.base_urls)"
             )
         return openai_engine(config, urls)
     servers = start_vllm(config)
@@ -58,7 +60,7 @@ def weight_pusher(inf: InferenceConfig, urls: list[str], output_dir: Path) -> We
         return DiskWeightPusher(urls, inf.weights_dir or output_dir / "weights", inf.timeout_s)
     if inf.weight_sync == "nccl":
         if not inf.nccl_master:
-            raise ValueError("inference.weight_sync=nccl needs inference.nccl_master ('host:port')")
+            raise ConfigError("inference.nccl_master: inference.weight_sync=nccl needs it ('host:port')")
         return NcclWeightPusher(urls, inf.nccl_master, inf.timeout_s)
     return None
 
@@ -67,7 +69,8 @@ def start_vllm(config: NexRLConfig) -> list[VLLMServer]:
     """Launch `inference.replicas` servers of `model.path` at once, then wait for all to be healthy."""
     inf, srv = config.inference, config.inference.server
     if config.model.kind != "hf" or not config.model.path:
-        raise ValueError("inference.engine=vllm serves an HF folder: set model.kind=hf and model.path")
+        raise ConfigError("model.path: inference.engine=vllm serves an HF folder: set model.kind=hf and "
+                          "model.path")
     model_path = str(Path(config.model.path).resolve())
     name = inf.served_model_name or "policy"
     extra = ["--weight-transfer-config", '{"backend": "nccl"}'] if inf.weight_sync == "nccl" else []

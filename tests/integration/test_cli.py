@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from tests.integration.conftest import RECIPE
 
 NEXRL = [sys.executable, "-m", "nexrl_runtime.cli"]
@@ -34,6 +36,20 @@ def test_bad_config_fails_fast_with_path(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "trainer.grpo.loss_agg: got 'mean'" in out.stderr and "token-mean" in out.stderr
     assert not (tmp_path / "metrics.jsonl").exists()  # nothing started
+
+
+@pytest.mark.parametrize(("overrides", "said"), [
+    (["launch_mode=ray", "inference.engine=openai", "inference.base_urls=[http://127.0.0.1:9]"],
+     "nexrl: inference.engine: launch_mode=ray runs the in-process engine only today"),
+    (["inference.engine=openai"], "nexrl: inference.base_urls: inference.engine=openai needs"),
+    (["inference.engine=vllm"], "nexrl: model.path: inference.engine=vllm serves an HF folder"),
+])
+def test_config_errors_found_at_start_up_are_words_and_exit_2(overrides: list[str], said: str,
+                                                               tmp_path: Path) -> None:
+    out = subprocess.run([*NEXRL, "run", "-c", str(RECIPE), *SMALL, *overrides, f"output_dir={tmp_path}"],
+                         capture_output=True, text=True, timeout=300)
+    assert (out.returncode, "Traceback" in out.stderr) == (2, False), out.stderr[-3000:]
+    assert said in out.stderr
 
 
 def test_docs_form_runs_and_writes_metrics_and_plot(tmp_path: Path) -> None:
