@@ -95,6 +95,16 @@ class OptimConfig(Strict):
     grad_clip: float | None = Field(1.0, gt=0.0)
 
 
+class FSDPConfig(Strict):
+    """How a trainer rank group shards the policy (FSDP2; used when the trainer has more than one rank)."""
+
+    mixed_precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="bf16: bf16 params/compute, fp32 master weights and gradient reduction"
+    )
+    activation_checkpointing: bool = Field(False, description="recompute block activations in backward")
+    reshard_after_forward: bool = Field(True, description="free gathered params after forward (ZeRO-3)")
+
+
 class TrainerConfig(Strict):
     type: str = Field("grpo", description="registry name ('grpo', 'sft') or 'module_path:ClassName'")
     optim: OptimConfig = OptimConfig()
@@ -102,6 +112,7 @@ class TrainerConfig(Strict):
     mini_batch_size: int | None = Field(None, ge=1, description="trajectories per optimizer step")
     micro_batch_size: int | None = Field(None, ge=1, description="trajectories per forward (grad accum)")
     ppo_epochs: int = Field(1, ge=1)
+    fsdp: FSDPConfig = FSDPConfig()
 
 
 class WarmStartConfig(Strict):

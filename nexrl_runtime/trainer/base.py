@@ -39,11 +39,13 @@ class Trainer(ABC):
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
             raise ValueError("the model has no trainable parameters (all have requires_grad=False)")
-        optim = config.optim
-        self.optimizer = torch.optim.AdamW(
-            self.params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay
-        )
+        self.optimizer = self.build_optimizer(self.params)
         self.global_step = 0  # completed train_step calls
+
+    def build_optimizer(self, params: list[torch.nn.Parameter]) -> torch.optim.Optimizer:
+        """AdamW from `trainer.optim` over `params` (a sharded trainer rebuilds it over its shards)."""
+        optim = self.config.optim
+        return torch.optim.AdamW(params, lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay)
 
     @property
     def device(self) -> torch.device:
