@@ -34,7 +34,7 @@ def test_bad_config_fails_fast_with_path(tmp_path: Path) -> None:
         timeout=120,
     )
     assert out.returncode == 2
-    assert "trainer.grpo.loss_agg: got 'mean'" in out.stderr and "token-mean" in out.stderr
+    assert "trainer.grpo.loss_agg: must be one of 'token-mean'" in out.stderr and "(got 'mean')" in out.stderr
     assert not (tmp_path / "metrics.jsonl").exists()  # nothing started
 
 
