@@ -215,8 +215,8 @@ def verdict(obs: Observation) -> Verdict:
     spec, rayjob = obs.spec, obs.children.get("rayjob")
     if obs.restarted:
         restart = f"restart {int(obs.status.get('restarts') or 0) + 1} of {spec.max_restarts}"
-        message = (f"the run failed; {restart}: a new RayJob runs it again from the start "
-                   "(resuming from a checkpoint is not supported yet)")
+        message = (f"the run failed; {restart}: a new RayJob runs it again, from the latest complete "
+                   "checkpoint on the job's storage if the recipe sets resume.mode: auto, else from step 0")
         return Verdict(Phase.PROVISIONING, "Restarting", message)
     if rayjob is not None and rayjob.succeeded:
         return Verdict(Phase.SUCCEEDED, "RayJobSucceeded", f"RayJob {rayjob.name} succeeded")
@@ -283,8 +283,9 @@ def _spec_applied(obs: Observation) -> dict[str, Any]:
     if fields:
         return _condition("SpecApplied", False, "RestartRequired",
                           f"changes to {fields} need a restart, which the operator does not do by itself: "
-                          "revert them, or delete and re-create the job (its run then starts from the "
-                          "beginning: resuming from a checkpoint is not supported yet); live changes "
+                          "revert them, or delete and re-create the job (its run then starts from step 0, "
+                          "unless spec.storage.existingClaim keeps its checkpoints and the recipe sets "
+                          "resume.mode: auto); live changes "
                           "(inference.replicas, suspend, maxRestarts) still apply")
     if obs.admission is not None and obs.admission.state is not State.ADMITTED:
         return _condition("SpecApplied", False, "WaitingForAdmission",

@@ -100,8 +100,9 @@ def test_failed_rayjob_restarts_while_restarts_remain() -> None:
     restarting = desired_status(dataclasses.replace(obs, restarted=True))
     assert (restarting["phase"], restarting["restarts"]) == ("Provisioning", 1)
     assert conditions(restarting)["Ready"]["reason"] == "Restarting"
-    assert restarting["message"] == ("the run failed; restart 1 of 1: a new RayJob runs it again from the "
-                                     "start (resuming from a checkpoint is not supported yet)")
+    assert restarting["message"] == ("the run failed; restart 1 of 1: a new RayJob runs it again, from the "
+                                     "latest complete checkpoint on the job's storage if the recipe sets "
+                                     "resume.mode: auto, else from step 0")
     exhausted = observe(status=restarting, spec=spec(maxRestarts=1), children=failed)
     assert not should_restart(exhausted)
     final = desired_status(exhausted)
@@ -140,7 +141,7 @@ def test_conflicts_and_rejected_restarts_are_reported() -> None:
     applied = conditions(status)["SpecApplied"]
     assert (applied["status"], applied["reason"]) == ("False", "RestartRequired")
     assert "spec.model.name, spec.image" in applied["message"] and status["phase"] == "Running"
-    assert "starts from the beginning: resuming from a checkpoint is not supported yet" in applied["message"]
+    assert "starts from step 0, unless spec.storage.existingClaim keeps its checkpoints" in applied["message"]
 
 
 def test_conditions_keep_transition_times_and_carry_the_generation() -> None:
