@@ -10,12 +10,11 @@ reference) from the trainer; `state.json` (step, policy version, weight-sync cou
 position, unfinished groups, python/numpy RNG, config hash, the step's metrics); `rng.pt` (torch
 CPU/CUDA and every inference engine's generator); `config.json` (the whole config, for export).
 
-    python -m nexrl_runtime.checkpoint export CHECKPOINT OUT_DIR   # an HF folder of the policy
+    nexrl export CHECKPOINT OUT_DIR   # an HF folder of the policy
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -345,21 +344,6 @@ def export_hf(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m nexrl_runtime.checkpoint")
-    sub = ap.add_subparsers(dest="command", required=True)
-    exp = sub.add_parser("export", help="write a checkpoint's policy as an HF folder")
-    exp.add_argument("checkpoint", help="a global_step_N folder")
-    exp.add_argument("out", help="the HF folder to write")
-    args = ap.parse_args(argv)
-    try:
-        print(export_hf(args.checkpoint, args.out))
-    except ValueError as err:
-        print(f"nexrl export: {err}", file=sys.stderr)
-        return 2
-    return 0
-
-
 __all__ = [
     "HASH_EXCLUDED",
     "MARKER",
@@ -374,6 +358,3 @@ __all__ = [
     "to_prune",
     "write_checkpoint",
 ]
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -30,6 +30,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (0: a free one, printed on stdout)")
     serve.add_argument("--device", default="auto", help="torch device (auto: cuda if available, else cpu)")
     _run_args(serve)
+    export = sub.add_parser("export", help="write a checkpoint's policy as an HF folder (for vLLM)")
+    export.add_argument("checkpoint", help="a checkpoint folder (global_step_N)")
+    export.add_argument("out", help="the HF folder to write")
     return ap
 
 
@@ -79,6 +82,18 @@ def _tell_the_operator(cluster: str | None, message: str) -> None:
         print("nexrl: reported on the NexRLJob (status.configError)", file=sys.stderr)
 
 
+def export(checkpoint: str, out: str) -> int:
+    """`nexrl export CKPT OUT`: the policy of a complete checkpoint as an HF folder."""
+    from nexrl_runtime.checkpoint import export_hf  # torch, only for this command
+
+    try:
+        print(export_hf(checkpoint, out))
+    except ValueError as err:
+        print(f"nexrl export: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def serve_trainer(args: argparse.Namespace) -> int:
     """`nexrl serve-trainer`: the training service of training-service mode (see trainer_service/)."""
     try:
@@ -101,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         return run(args.config, args.overrides, args.cluster)
     if args.command == "serve-trainer":
         return serve_trainer(args)
+    if args.command == "export":
+        return export(args.checkpoint, args.out)
     parser().print_help(sys.stderr)  # no command: a usage error
     return 2
 

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from nexrl_runtime import checkpoint as ckpt
+from nexrl_runtime import cli
 from nexrl_runtime.checkpoint import Saved, to_prune
 from nexrl_runtime.config.loader import ConfigError
 from nexrl_runtime.config.schema import ModelConfig, NexRLConfig, TrainerConfig
@@ -232,10 +233,10 @@ def test_export_hf_loads_through_the_model_factory(tmp_path: Path) -> None:
         ckpt.write_json(d / ckpt.CONFIG, cfg.model_dump(mode="json"))
 
     path = ckpt.write_checkpoint(tmp_path / "ckpts", 0, write)
-    assert ckpt.main(["export", str(path), str(tmp_path / "hf")]) == 0
+    assert cli.main(["export", str(path), str(tmp_path / "hf")]) == 0
     loaded, loaded_tok = build_policy(ModelConfig(kind="hf", path=str(tmp_path / "hf"), device="cpu"))
     ids = torch.tensor([tok("12+34=")["input_ids"]])
     assert loaded_tok("12+34=")["input_ids"] == ids[0].tolist()
     with torch.no_grad():
         assert torch.equal(model.eval()(input_ids=ids).logits, loaded.eval()(input_ids=ids).logits)
-    assert ckpt.main(["export", str(tmp_path / "ckpts"), str(tmp_path / "x")]) == 2
+    assert cli.main(["export", str(tmp_path / "ckpts"), str(tmp_path / "x")]) == 2
