@@ -214,6 +214,26 @@ def iter_full_state(model: torch.nn.Module, main_only: bool = True) -> Iterator[
 # --------------------------------------------------------------------------------------------- trainer
 
 
+def _atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """torch.save to a temp file beside `path`, fsync, rename: `path` is the old file or the new one."""
+    import tempfile
+
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 class ShardedTrainer(Trainer):
     """Mixed in before a Trainer class (`sharded_class`): the same losses over a rank group.
 
@@ -298,6 +318,41 @@ class ShardedTrainer(Trainer):
                 out[name] = tensor
         return out
 
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """`Trainer.save`'s file (full model + full optimizer state + step), gathered to rank 0's CPU
+        and written there atomically. Collective."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_model_state_dict,
+            get_optimizer_state_dict,
+        )
+
+        opts = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        state = {
+            "model": get_model_state_dict(self.model, options=opts),
+            "optimizer": get_optimizer_state_dict(self.model, self.optimizer, options=opts),
+            "global_step": self.global_step,
+        }
+        if self.ranks.is_main:
+            _atomic_torch_save(state, path)
+        self.ranks.barrier()
+
+    def load(self, path: str | os.PathLike[str]) -> None:
+        """Restore what `save` wrote: rank 0 reads the file and broadcasts it. Collective."""
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_model_state_dict,
+            set_optimizer_state_dict,
+        )
+
+        state: dict[str, Any] = {"model": {}, "optimizer": {}, "global_step": 0}
+        if self.ranks.is_main:
+            state = torch.load(os.fspath(path), map_location="cpu", weights_only=True)
+        opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
+        set_model_state_dict(self.model, state["model"], options=opts)
+        set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=opts)
+        self.global_step = int(self.ranks.broadcast_object(state["global_step"]))
+
 
 _CLASSES: dict[type[Trainer], type[ShardedTrainer]] = {}
 
@@ -315,3 +370,33 @@ def build_sharded_trainer(
     cls: type[Trainer], model: torch.nn.Module, config: TrainerConfig, pad_token_id: int, ranks: RankGroup
 ) -> ShardedTrainer:
     return sharded_class(cls)(model, config, pad_token_id, ranks)
+
+
+def load_full_state(module: torch.nn.Module, state: dict[str, Tensor], strict: bool = True) -> None:
+    """Load a full (unsharded) state dict into `module`, sharded or not. Every rank passes the same
+    full `state` and cuts its own shard out of it: no communication, so a refusal (a missing key, a
+    wrong shape: RuntimeError) happens on every rank alike."""
+    from torch.distributed.fsdp import FSDPModule
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if not isinstance(module, FSDPModule):
+        module.load_state_dict(state, strict=strict)
+        return
+    own = module.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    wrong = [k for k in own if k in state and tuple(own[k].shape) != tuple(state[k].shape)]
+    if wrong or (strict and (missing or unexpected)):
+        raise RuntimeError(
+            f"state dict does not fit: missing {missing}, unexpected {unexpected}, shapes {wrong}"
+        )
+    with torch.no_grad():
+        for key, target in own.items():
+            if key not in state:
+                continue
+            full = state[key].to(device=target.device, dtype=target.dtype)
+            if isinstance(target, DTensor):
+                full = distribute_tensor(
+                    full, target.device_mesh, target.placements, src_data_rank=None
+                ).to_local()
+                target = target.to_local()
+            target.copy_(full)

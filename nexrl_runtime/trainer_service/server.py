@@ -25,6 +25,7 @@ from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.models import build_policy
 from nexrl_runtime.registry import resolve_class
 from nexrl_runtime.trainer import TRAINERS, Trainer
+from nexrl_runtime.trainer.fsdp import RankGroup
 from nexrl_runtime.trainer_service.api import (
     ForwardBackwardRequest,
     ForwardBackwardResponse,
@@ -36,6 +37,7 @@ from nexrl_runtime.trainer_service.api import (
     OptimStepResponse,
     SavedResponse,
 )
+from nexrl_runtime.trainer_service.ranks import RankLeader, follow
 from nexrl_runtime.trainer_service.service import ServiceError, TrainerService
 
 SAFETENSORS_MEDIA_TYPE = "application/octet-stream"
@@ -106,27 +108,26 @@ def world_size(env: Mapping[str, str]) -> int:
     return nodes * procs
 
 
-def build_service(config: NexRLConfig, device: str = "auto") -> TrainerService:
+def build_service(
+    config: NexRLConfig, device: str = "auto", ranks: RankGroup | None = None
+) -> TrainerService:
     """The policy from `config.model` (seeded like the controller's), the losses from the trainer
-    registry plus `trainer.type` if custom, files under `<output_dir>/trainer_service/`."""
-    ranks = world_size(os.environ)
-    if ranks > 1:
-        raise NotImplementedError(
-            f"the training service runs one rank; NNODES x NPROC_PER_NODE = {ranks} needs multi-rank "
-            "(torch.distributed) support, which it does not have yet: use trainer nodes=1, gpusPerNode<=1"
-        )
+    registry plus `trainer.type` if custom, files under `<output_dir>/trainer_service/`. With `ranks`
+    the policy is sharded over them (FSDP2) and every rank builds the same service."""
     random.seed(config.seed)
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    if device == "auto":
+    if ranks is not None:
+        device = str(ranks.device)
+    elif device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = build_policy(config.model)
     model.to(device)
     losses: dict[str, type[Trainer]] = dict(TRAINERS)
     losses[config.trainer.type] = resolve_class(config.trainer.type, TRAINERS, Trainer, config.recipe_dir)
     root = Path(config.output_dir) / "trainer_service"
-    return TrainerService(model, config.trainer, tokenizer.pad_token_id, losses, root)
+    return TrainerService(model, config.trainer, tokenizer.pad_token_id, losses, root, ranks)
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -139,13 +140,41 @@ def uvicorn_server(app: FastAPI) -> uvicorn.Server:
     return uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
 
 
+def join_ranks(env: Mapping[str, str], device: str = "auto") -> RankGroup | None:
+    """The process group when this process is one of several ranks (torchrun sets WORLD_SIZE);
+    None for one rank. NNODES x NPROC_PER_NODE > 1 without torchrun's env is an error."""
+    launched = int(env.get("WORLD_SIZE") or 1)
+    asked = world_size(env)
+    if launched <= 1:
+        if asked > 1:
+            raise NotImplementedError(
+                f"NNODES x NPROC_PER_NODE = {asked} ranks, but this process is not one of them: start "
+                "`nexrl serve-trainer` under torchrun (--nnodes NNODES --nproc_per_node NPROC_PER_NODE)"
+            )
+        return None
+    return RankGroup.init(device=device)
+
+
 def serve(config: NexRLConfig, host: str, port: int, device: str = "auto") -> None:
-    """Build the service, listen, print the URL on one line of stdout, serve until SIGINT/SIGTERM."""
-    service = build_service(config, device)
+    """Build the service, listen, print the URL on one line of stdout, serve until SIGINT/SIGTERM.
+    Under torchrun rank 0 serves and drives the other ranks (trainer_service/ranks.py)."""
+    ranks = join_ranks(os.environ, device)
+    service = build_service(config, device, ranks)
+    if ranks is not None and not ranks.is_main:
+        follow(service, ranks)
+        return
     sock = bind(host, port)
     bound_host, bound_port = sock.getsockname()[:2]
-    print(f"nexrl serve-trainer: listening on http://{bound_host}:{bound_port}", flush=True)
-    uvicorn_server(create_app(service)).run(sockets=[sock])
+    ranks_note = f" ({ranks.world_size} ranks)" if ranks is not None else ""
+    print(f"nexrl serve-trainer{ranks_note}: listening on http://{bound_host}:{bound_port}", flush=True)
+    if ranks is None:
+        uvicorn_server(create_app(service)).run(sockets=[sock])
+        return
+    leader = RankLeader(service, ranks)
+    try:
+        uvicorn_server(create_app(leader)).run(sockets=[sock])  # type: ignore[arg-type]
+    finally:
+        leader.stop()
 
 
 def main(config: NexRLConfig, host: str, port: int, device: str) -> int:

@@ -18,6 +18,7 @@ from safetensors import SafetensorError
 
 from nexrl_runtime.config.schema import TrainerConfig
 from nexrl_runtime.trainer import GRPOTrainer, LossNorm, Trainer, collate
+from nexrl_runtime.trainer.fsdp import RankGroup, build_sharded_trainer, load_full_state
 from nexrl_runtime.trainer.losses import token_logprobs
 from nexrl_runtime.trainer_service import storage
 from nexrl_runtime.trainer_service.api import (
@@ -75,13 +76,24 @@ class TrainerService:
         pad_token_id: int,
         losses: Mapping[str, type[Trainer]],
         root: str | Path,
+        ranks: RankGroup | None = None,
     ) -> None:
         if config.type not in losses:
             raise ValueError(f"trainer.type {config.type!r} is not among the losses {sorted(losses)}")
         self.model = model
         self.config = config
         self.pad_token_id = pad_token_id
-        self.trainers = {name: cls(model, config, pad_token_id) for name, cls in losses.items()}
+        self.ranks = ranks
+        self.is_main = ranks is None or ranks.is_main
+        if ranks is None:
+            self.trainers = {name: cls(model, config, pad_token_id) for name, cls in losses.items()}
+        else:  # every loss on the one sharded policy; the first trainer shards it (primary first)
+            order = [config.type, *(name for name in losses if name != config.type)]
+            built = {
+                name: build_sharded_trainer(losses[name], model, config, pad_token_id, ranks)
+                for name in order
+            }
+            self.trainers = {name: built[name] for name in losses}
         self.primary = self.trainers[config.type]
         for trainer in self.trainers.values():
             trainer.optimizer = self.primary.optimizer  # one optimizer, whichever loss made the gradient
@@ -204,7 +216,8 @@ class TrainerService:
     def weights_bytes(self) -> tuple[bytes, int]:
         """The policy as safetensors bytes, and the step they are from."""
         with self.lock:
-            return storage.to_bytes(self.model.state_dict()), self.step
+            state = self.primary.state_dict()  # sharded: gathered to rank 0 (collective)
+            return (storage.to_bytes(state) if self.is_main else b""), self.step
 
     def load_weights_bytes(self, data: bytes) -> int:
         """Replace the policy's weights; before the first step the GRPO reference follows them
@@ -215,11 +228,11 @@ class TrainerService:
             raise BadRequest(f"the body is not a safetensors file: {err}") from err
         with self.lock:
             try:
-                self.model.load_state_dict(state, strict=True)
-            except RuntimeError as err:
+                load_full_state(self.model, state, strict=True)
+            except (RuntimeError, KeyError, ValueError) as err:
                 raise BadRequest(f"weights do not fit the model: {err}") from err
             if self.step == 0 and self.reference is not None:
-                self.reference.load_state_dict(state, strict=True)
+                load_full_state(self.reference, state, strict=True)
             self.primary.optimizer.zero_grad(set_to_none=True)
             self.pending = False
             return len(state)
@@ -230,9 +243,12 @@ class TrainerService:
             start = time.perf_counter()
             dst = self.weights_dir / name
             config = getattr(self.model, "config", None)
+            state = self.primary.state_dict()  # sharded: gathered to rank 0 (collective)
+            if not self.is_main:
+                return SavedResponse(path=str(dst), bytes=0, seconds=0.0, step=self.step)
             try:
                 size = storage.write_weights_folder(
-                    self.model.state_dict(), dst, config.to_dict() if config is not None else None
+                    state, dst, config.to_dict() if config is not None else None
                 )
             except FileExistsError as err:
                 raise Conflict(str(err)) from err
@@ -244,15 +260,18 @@ class TrainerService:
         with self.lock:
             start = time.perf_counter()
             path = self.checkpoint_dir / f"{name}.pt"
-            self.primary.save(path)
+            self.primary.save(path)  # sharded: gathered, rank 0 writes (collective)
             return SavedResponse(
-                path=str(path), bytes=path.stat().st_size, seconds=time.perf_counter() - start, step=self.step
+                path=str(path),
+                bytes=path.stat().st_size if self.is_main else 0,
+                seconds=time.perf_counter() - start,
+                step=self.step,
             )
 
     def load_checkpoint(self, name: str) -> LoadedResponse:
         with self.lock:
             path = self.checkpoint_dir / f"{name}.pt"
-            if not path.is_file():
+            if self.is_main and not path.is_file():  # sharded: only rank 0 reads it
                 raise NotFound(f"no checkpoint {name!r} (looked for {path})")
             self.primary.load(path)
             self.primary.optimizer.zero_grad(set_to_none=True)
