@@ -29,8 +29,6 @@ _OWNED = {"mode": "from spec.mode", "launch_mode": "to ray (the job runs on its 
           "cluster": "from the spec (the job's cluster.yaml)"}
 RESERVED_ENGINE_ARGS = ("--port", "--host", "--tensor-parallel-size", "-tp", "--served-model-name")
 """`vllm serve` flags the operator sets from the spec."""
-TRAINING_SERVICE_RANKS = 1
-"""Trainer ranks `nexrl serve-trainer` runs today (trainer_service.server.world_size)."""
 _OVERRIDE = re.compile(r"^(?P<op>~|\+\+|\+)?(?P<key>[A-Za-z_][\w\-]*(?:\.[\w\-]+)*)(?:=(?P<value>.*))?$")
 _SIMPLE_VALUE = re.compile(r"^[^\[\]{}(),$'\"\\*?]*$|^'[^']*'$|^\"[^\"]*\"$")
 """Override values read like YAML scalars here; anything else (lists, sweeps, functions,
@@ -136,17 +134,8 @@ def _shape(spec: NexRLJobSpec) -> Iterator[FieldError]:
             "hold them; set spec.trainer.nodes >= 1 or spec.trainer.gpusPerNode to 0 (train on the Ray head)",
         )
     if spec.mode == "training-service":
-        # NNODES x NPROC_PER_NODE as the trainer pods get them (0 counts as 1, as in world_size)
-        ranks = trainer.nodes * max(trainer.gpus_per_node, 1)
         if trainer.nodes == 0:
             yield FieldError("spec.trainer.nodes", 0, "training-service mode needs 1 trainer node (got 0)")
-        elif ranks > TRAINING_SERVICE_RANKS:
-            yield FieldError(
-                "spec.trainer",
-                {"nodes": trainer.nodes, "gpusPerNode": trainer.gpus_per_node},
-                f"training-service runs one trainer rank today (nodes x gpusPerNode = {ranks}); "
-                "set spec.trainer.nodes to 1 and spec.trainer.gpusPerNode to 1 (or 0: a CPU trainer)",
-            )
         if inference.replicas == 0:
             yield FieldError("spec.inference.replicas", 0,
                              "training-service mode needs at least 1 inference replica (got 0)")

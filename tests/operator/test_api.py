@@ -105,15 +105,6 @@ CASES: list[tuple[str, dict[str, Any], str]] = [
      "hold them; set spec.trainer.nodes >= 1 or spec.trainer.gpusPerNode to 0 (train on the Ray head)"),
     ("service without trainer", {"mode": "training-service", "trainer": {"nodes": 0}},
      "spec.trainer.nodes: training-service mode needs 1 trainer node (got 0)"),
-    ("service with 16 ranks", {"mode": "training-service", "trainer": {"nodes": 2, "gpusPerNode": 8}},
-     "spec.trainer: training-service runs one trainer rank today (nodes x gpusPerNode = 16); "
-     "set spec.trainer.nodes to 1 and spec.trainer.gpusPerNode to 1 (or 0: a CPU trainer)"),
-    ("service with 2 CPU ranks", {"mode": "training-service", "trainer": {"nodes": 2, "gpusPerNode": 0}},
-     "spec.trainer: training-service runs one trainer rank today (nodes x gpusPerNode = 2); "
-     "set spec.trainer.nodes to 1 and spec.trainer.gpusPerNode to 1 (or 0: a CPU trainer)"),
-    ("service with 1 node of 2 GPUs", {"mode": "training-service", "trainer": {"nodes": 1, "gpusPerNode": 2}},
-     "spec.trainer: training-service runs one trainer rank today (nodes x gpusPerNode = 2); "
-     "set spec.trainer.nodes to 1 and spec.trainer.gpusPerNode to 1 (or 0: a CPU trainer)"),
     ("service without inference", {"mode": "training-service", "inference": {"replicas": 0}},
      "spec.inference.replicas: training-service mode needs at least 1 inference replica (got 0)"),
     ("inference without model", {"model": None},

@@ -287,8 +287,27 @@ def test_training_service_pods(full: list[Manifest]):
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["MASTER_ADDR"] == "demo-trainer-0.demo-trainer.ml.svc" and env["NNODES"] == "1"
     assert sts["spec"]["podManagementPolicy"] == "Parallel"
+    assert container["command"][0] == "nexrl"  # one rank: no torchrun
     groups = one(full, "RayJob")["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     assert [g["groupName"] for g in groups] == ["rollout"]  # the trainer is not in Ray in this mode
+
+
+def test_training_service_on_many_ranks_runs_under_torchrun(make_job: MakeJob):
+    job = make_job(**{**FULL, "trainer": {"nodes": 2, "gpusPerNode": 4}})
+    sts = one(build(job), "StatefulSet")
+    (container,) = sts["spec"]["template"]["spec"]["containers"]
+    command = container["command"]
+    assert command[:7] == [
+        "torchrun", "--nnodes=2", "--nproc_per_node=4", "--node_rank=$(NODE_RANK)",
+        "--master_addr=$(MASTER_ADDR)", "--master_port=$(MASTER_PORT)", "--no-python",
+    ]  # fmt: skip
+    assert command[7:9] == ["nexrl", "serve-trainer"]
+    env = {e["name"]: e for e in container["env"]}
+    # every $(VAR) the command names is defined in the container, so Kubernetes expands it
+    assert {"NODE_RANK", "MASTER_ADDR", "MASTER_PORT"} <= env.keys()
+    assert env["MASTER_ADDR"]["value"] == "demo-trainer-0.demo-trainer.ml.svc"
+    assert sts["spec"]["replicas"] == 2
+    assert validate_job(job.spec) == []  # the operator admits it now
 
 
 @pytest.mark.parametrize(

@@ -55,8 +55,23 @@ def run_command(ctx: Context) -> list[str]:
 
 
 def serve_trainer_command(ctx: Context) -> list[str]:
-    """The trainer service of training-service mode."""
-    return nexrl_command(ctx, "serve-trainer", "--port", str(HTTP_PORT))
+    """The trainer service of training-service mode: one rank runs `nexrl serve-trainer`; more run it
+    under torchrun, NPROC_PER_NODE ranks per pod, rendezvous at rank 0's pod (MASTER_ADDR/PORT and
+    NODE_RANK come from the container env; Kubernetes expands `$(VAR)` in commands)."""
+    command = nexrl_command(ctx, "serve-trainer", "--port", str(HTTP_PORT))
+    trainer = ctx.spec.trainer
+    if trainer.nodes * max(trainer.gpus_per_node, 1) <= 1:
+        return command
+    return [
+        "torchrun",
+        f"--nnodes={trainer.nodes}",
+        f"--nproc_per_node={max(trainer.gpus_per_node, 1)}",
+        "--node_rank=$(NODE_RANK)",
+        "--master_addr=$(MASTER_ADDR)",
+        "--master_port=$(MASTER_PORT)",
+        "--no-python",
+        *command,
+    ]
 
 
 def model_source(ctx: Context) -> str:
