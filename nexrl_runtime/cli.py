@@ -56,6 +56,17 @@ def run(config_path: str, overrides: list[str], cluster: str | None) -> int:
         print(f"nexrl: {err}", file=sys.stderr)
         _tell_the_operator(cluster, str(err))
         return 2
+    except Exception as err:  # a run stopped by its error policy, or data refused at load
+        from nexrl_runtime.data.readers import DataError
+        from nexrl_runtime.errors import RunStopped
+
+        if isinstance(err, DataError):
+            print(f"nexrl: data: {err}", file=sys.stderr)
+            return 2
+        if isinstance(err, RunStopped):
+            print(f"nexrl: run stopped: {err}", file=sys.stderr)
+            return 1
+        raise
     before = summary.val_after_warm_start.get("val_accuracy")
     after = summary.val_final.get("val_accuracy")
     if before is not None:

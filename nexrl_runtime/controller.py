@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import sys
 import time
@@ -17,6 +18,7 @@ from nexrl_runtime.config.loader import ConfigError
 from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.data.loader import DataLoader
 from nexrl_runtime.data.readers import load_items
+from nexrl_runtime.errors import ErrorBook, RunStopped
 from nexrl_runtime.held_out import evaluate_held_out, held_out_items
 from nexrl_runtime.inference import build_engine
 from nexrl_runtime.inference.base import InferenceEngine
@@ -82,18 +84,34 @@ class Controller:
         self.evaluator = evaluator_cls()
         self.engine = self._build_engine()
         self.sync = WeightSync(config.weight_sync, [self.engine])
-        self.loader = DataLoader(config.data, base)
-        self.pool = TrajectoryPool.from_config(config)
+        self.errors = ErrorBook(config.errors)
         worker_cls = resolve_class(config.rollout.worker, WORKERS, RolloutWorker, base)
+        probe = worker_cls(self.engine, self.tokenizer, self.evaluator, config.rollout, config.run_name)
+        self.loader = DataLoader(
+            config.data,
+            base,
+            prompt_length=lambda item: len(probe.build_prompt(item)),
+            max_prompt_length=config.rollout.max_sequence_length - 1,  # room for one response token
+        )
+        self.pool = TrajectoryPool.from_config(config)
         self.workers = self._build_workers(worker_cls)
+        for w in self.workers:
+            if isinstance(w, RolloutWorker):  # actor stand-ins (ray) keep raising to the manager
+                w.errors = self.errors
         self.validator = self.workers[0]
         self.trainer_cls: type[Trainer] = resolve_class(config.trainer.type, TRAINERS, Trainer, base)
         v = config.validation
         rows = load_items(v.path and Path(base) / v.path, "auto", limit=v.limit) if v.path else []
         self.val_items = held_out_items(rows, config.data.prompt_key)
-        self.tracker = Tracker(
-            config.output_dir, config.logging.console_every, echo, sinks=status_sinks(config.cluster)
-        )
+        sinks: list = list(status_sinks(config.cluster))
+        self.prometheus = None
+        if config.logging.metrics_port is not None:  # last: a port in use fails before any work
+            from nexrl_runtime.prom import PrometheusSink
+
+            self.prometheus = PrometheusSink(config.logging.metrics_port, config.logging.metrics_host)
+            sinks.append(self.prometheus)
+            self._say(f"metrics: http://{config.logging.metrics_host}:{self.prometheus.port}/metrics")
+        self.tracker = Tracker(config.output_dir, config.logging.console_every, echo, sinks=sinks)
 
     def _build_engine(self) -> InferenceEngine:
         return build_engine(self.cfg, self.model, self.tokenizer)
@@ -131,7 +149,7 @@ class Controller:
             if self.resume_from is None:
                 self._warm_start(summary)
             trainer = self._build_trainer()
-            manager = RolloutManager(self.workers, self.loader, self.pool, self.sync)
+            manager = RolloutManager(self.workers, self.loader, self.pool, self.sync, self.errors)
             first = 1
             if self.resume_from is not None:
                 first = self._restore(trainer, manager, self.resume_from) + 1
@@ -156,6 +174,8 @@ class Controller:
             if self.cfg.logging.plot:
                 self.tracker.plot()
         if manager is not None and manager.error is not None:
+            if isinstance(manager.error, RunStopped):
+                raise manager.error
             raise RuntimeError(f"rollout failed: {manager.error!r}") from manager.error
         return summary
 
@@ -195,9 +215,11 @@ class Controller:
                 if batch is None:
                     break
                 wait = time.perf_counter() - t0
+                lags = [self.sync.version - t.policy_version for t in batch.trajectories]
                 t1 = time.perf_counter()
                 metrics = trainer.train_step(batch)
                 train_s = time.perf_counter() - t1
+                self._check_finite(step, metrics)
                 sync_s = self.sync.push(trainer.state_dict()) if self.sync.should_push(step) else 0.0
                 # the run state of a checkpoint is taken before the gate opens the next rollout
                 snapshot = self._snapshot(manager) if self._checkpoint_due(step) else None
@@ -210,12 +232,21 @@ class Controller:
                     sync_seconds=sync_s,
                     wait_seconds=wait,
                     **self.sync.stats(),
+                    **self.errors.metrics(),
+                    filtered_too_long=float(self.loader.filtered_too_long),
+                    dropped_with_failed=float(manager.dropped_with_failed),
                 )
                 if step % cfg.validation.every == 0 or step == cfg.total_steps:
                     metrics.update(self._validate())
                     val_keys = ("val_accuracy", "val_reward")
                     summary.val_final = {k: metrics[k] for k in val_keys if k in metrics}
                 metrics["step_seconds"] = time.perf_counter() - t0
+                metrics.update(
+                    staleness_max=float(max(lags)),
+                    staleness_mean=sum(lags) / len(lags),
+                    pool_held=float(self.pool.stats()["held"]),
+                    tokens_per_second=float(metrics.get("num_tokens", 0.0)) / metrics["step_seconds"],
+                )
                 self.tracker.log(step, metrics)
                 if snapshot is not None:  # after the step's metrics row: checkpoint N implies row N
                     self._save_checkpoint(trainer, step, snapshot, metrics)
@@ -225,6 +256,20 @@ class Controller:
         finally:
             self.tracker.bar = None
             bar.close()
+
+    def _check_finite(self, step: int, metrics: dict[str, float]) -> None:
+        """The trainer skips an optimizer step whose gradient norm is NaN/inf (a NaN loss or
+        advantage makes it so): count those (`errors_nonfinite`), or stop (errors.on_nonfinite)."""
+        skipped = int(metrics.get("skipped_steps", 0))
+        bad_loss = not math.isfinite(float(metrics.get("loss", 0.0)))
+        if not skipped and not bad_loss:
+            return
+        self.errors.count("nonfinite", max(skipped, 1))
+        if self.cfg.errors.on_nonfinite == "stop":
+            raise RunStopped(
+                f"step {step}: non-finite loss={metrics.get('loss')} / grad_norm={metrics.get('grad_norm')} "
+                f"({skipped} optimizer step(s) skipped; errors.on_nonfinite=stop)"
+            )
 
     # -- checkpoints ----------------------------------------------------------------------------
     def _checkpoint_due(self, step: int) -> bool:
@@ -307,6 +352,8 @@ class Controller:
         while True:
             batch = self.pool.get_batch(timeout=None)
             if batch is None:
+                if isinstance(manager.error, RunStopped):
+                    raise manager.error
                 if manager.error is not None:
                     raise RuntimeError(f"rollout failed: {manager.error!r}") from manager.error
                 return None
@@ -325,6 +372,12 @@ class Controller:
         out = {"batch_size": float(len(batch))}
         if judged:
             out["accuracy"] = sum(map(bool, judged)) / len(judged)
+        sums: dict[str, list[float]] = {}  # the evaluator's own metrics, as batch means
+        for t in batch.trajectories:
+            for k, v in (t.extra.get("eval_metrics") or {}).items():
+                if isinstance(v, int | float):
+                    sums.setdefault(k, []).append(float(v))
+        out.update({f"eval/{k}": sum(v) / len(v) for k, v in sums.items()})
         return out
 
 

@@ -53,6 +53,11 @@ class DataConfig(Strict):
     seed: int = 0
     drop_last: bool = True
     limit: int | None = Field(None, ge=1, description="use only the first N items")
+    too_long: Literal["filter", "error"] = Field(
+        "filter",
+        description="a prompt leaving no room under rollout.max_sequence_length: dropped at load "
+        "(counted as filtered_too_long) or an error naming the item",
+    )
 
 
 class SamplingConfig(Strict):
@@ -183,6 +188,23 @@ class LoggingConfig(Strict):
     console_every: int = Field(1, ge=1)
     progress_bar: bool = True
     plot: bool = True
+    metrics_port: int | None = Field(
+        None, ge=0, le=65535, description="serve Prometheus /metrics on this port (0: a free one); null: off"
+    )
+    metrics_host: str = "0.0.0.0"
+
+
+class ErrorsConfig(Strict):
+    """What a failing sample (evaluator, rollout, inference past its retries) or a non-finite
+    loss/gradient does: `continue` drops the sample's whole group and counts it (`errors_<kind>`),
+    `stop` ends the run naming the item. The caps stop a `continue` run once exceeded."""
+
+    policy: Literal["stop", "continue"] = "stop"
+    max_consecutive: int | None = Field(None, ge=0, description="failed samples in a row; null: no cap")
+    max_total: int | None = Field(None, ge=0, description="failed samples in the run; null: no cap")
+    on_nonfinite: Literal["skip", "stop"] = Field(
+        "skip", description="NaN/inf loss or gradient norm: skip that update (counted) or stop the run"
+    )
 
 
 RayRoleName = Literal["trainer", "rollout", "engine", "validator"]
@@ -290,6 +312,7 @@ class NexRLConfig(Strict):
     weight_sync: WeightSyncConfig = WeightSyncConfig()
     validation: ValidationConfig = ValidationConfig()
     logging: LoggingConfig = LoggingConfig()
+    errors: ErrorsConfig = ErrorsConfig()
     inference: InferenceConfig = InferenceConfig()
     cluster: ClusterConfig = ClusterConfig()
     ray: RayConfig = RayConfig()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,13 +42,26 @@ class DataLoader:
     is skipped with `drop_last`, else returned as is; a batch never spans two epochs.
     """
 
-    def __init__(self, config: DataConfig, base_dir: str | Path = ".", epochs: int | None = None) -> None:
+    def __init__(
+        self,
+        config: DataConfig,
+        base_dir: str | Path = ".",
+        epochs: int | None = None,
+        prompt_length: Callable[[Item], int] | None = None,
+        max_prompt_length: int | None = None,
+    ) -> None:
+        """With `prompt_length` (tokens of an Item's prompt), items whose prompt is longer than
+        `max_prompt_length` are dropped here (`filtered_too_long`), or, with `data.too_long: error`,
+        refused with a DataError naming the item: never a failure mid-run."""
         if epochs is not None and epochs < 1:
             raise ValueError(f"epochs must be >= 1 or None, got {epochs}")
         self.config = config
         self.path = resolve_path(config.path, base_dir)
         self.epochs = epochs
         self._rows = load_items(self.path, config.format, prompt_key=config.prompt_key, limit=config.limit)
+        self.filtered_too_long = 0
+        if prompt_length is not None and max_prompt_length is not None:
+            self._rows = self._fitting(prompt_length, max_prompt_length)
         if not self._rows:
             raise DataError(f"{self.path}: no items")
         if config.drop_last and len(self._rows) < config.batch_size:
@@ -59,6 +72,21 @@ class DataLoader:
         self._epoch = 0
         self._position = 0
         self._order_cache: tuple[int, list[int]] = (-1, [])
+
+    def _fitting(self, prompt_length: Callable[[Item], int], limit: int) -> list[dict[str, Any]]:
+        kept = []
+        for i, row in enumerate(self._rows):
+            n = prompt_length(Item(row, row[self.config.prompt_key], f"e0-i{i}", 0, 0, i, i))
+            if n <= limit:
+                kept.append(row)
+            elif self.config.too_long == "error":
+                raise DataError(
+                    f"{self.path}: item {i} has a prompt of {n} tokens, more than the "
+                    f"{limit} that leave room for a response under rollout.max_sequence_length "
+                    "(data.too_long: filter drops such items)"
+                )
+        self.filtered_too_long = len(self._rows) - len(kept)
+        return kept
 
     def __len__(self) -> int:
         """Number of source items (after `limit`)."""

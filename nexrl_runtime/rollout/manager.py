@@ -9,6 +9,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 
 from nexrl_runtime.data.loader import DataLoader, Item
+from nexrl_runtime.errors import ErrorBook, InferenceFailed, RunStopped, item_name
 from nexrl_runtime.pool import TrajectoryPool
 from nexrl_runtime.rollout.worker import RolloutWorker
 from nexrl_runtime.types import Trajectory
@@ -30,7 +31,12 @@ class RolloutManager:
     """Owns the workers and the producer thread; `timings` holds seconds per produced batch."""
 
     def __init__(
-        self, workers: list[RolloutWorker], loader: DataLoader, pool: TrajectoryPool, sync: WeightSync
+        self,
+        workers: list[RolloutWorker],
+        loader: DataLoader,
+        pool: TrajectoryPool,
+        sync: WeightSync,
+        errors: ErrorBook | None = None,
     ):
         self.workers = workers
         self.loader = loader
@@ -39,6 +45,8 @@ class RolloutManager:
         self.timings: deque[dict[str, float]] = deque()
         self.error: BaseException | None = None
         self.batches_started = 0
+        self.errors = errors
+        self.dropped_with_failed = 0  # samples of a group one of whose samples failed (not trained on)
         self._reroll: deque[list[Item]] = deque()
         self._items: dict[str, list[Item]] = {}
         self._lock = threading.Lock()
@@ -49,19 +57,65 @@ class RolloutManager:
     def run_items(self, items: list[Item], greedy: bool = False) -> tuple[list[Trajectory], dict[str, float]]:
         """Roll out items on all workers in parallel; returns trajectories and timings."""
         start = time.perf_counter()
-        chunks = split_by_group(items, len(self.workers))
-        futures = [
-            self._executor.submit(w.rollout, c, greedy) for w, c in zip(self.workers, chunks, strict=False)
-        ]
-        trajs = [t for f in futures for t in f.result()]
-        # workers run in parallel: report the busiest one's phases (the critical path)
-        phases = max((w.pop_timings() for w in self.workers), key=lambda t: sum(t.values()), default={})
+        trajs, phases = self._run_chunks(items, greedy)
+        if self.errors is not None:
+            trajs = self._whole_groups(items, trajs, greedy)
         wall = time.perf_counter() - start
         return trajs, {
             "rollout_seconds": wall,
             "generate_seconds": phases.get("generate_seconds", 0.0),
             "score_seconds": phases.get("score_seconds", 0.0),
         }
+
+    def _run_chunks(self, items: list[Item], greedy: bool) -> tuple[list[Trajectory], dict[str, float]]:
+        """One parallel pass of the workers; a failed chunk is recorded (errors) and left out."""
+        chunks = split_by_group(items, len(self.workers))
+        futures = [
+            self._executor.submit(w.rollout, c, greedy) for w, c in zip(self.workers, chunks, strict=False)
+        ]
+        trajs: list[Trajectory] = []
+        for chunk, f in zip(chunks, futures, strict=False):
+            try:
+                trajs.extend(f.result())
+            except Exception as err:
+                if self.errors is None or isinstance(err, RunStopped):
+                    raise
+                kind = "inference" if isinstance(err, InferenceFailed) else "rollout"
+                self.errors.record(kind, item_name(chunk[0]), err, samples=len(chunk))  # raises on stop
+        # workers run in parallel: report the busiest one's phases (the critical path)
+        phases = max((w.pop_timings() for w in self.workers), key=lambda t: sum(t.values()), default={})
+        return trajs, phases
+
+    REROLLS = 10
+    """A group whose samples failed this many rollouts in a row stops the run (the item itself fails)."""
+
+    def _whole_groups(self, items: list[Item], trajs: list[Trajectory], greedy: bool) -> list[Trajectory]:
+        """GRPO compares a sample with its group, and the pool releases whole groups: a group that
+        lost a sample to an error is rolled out again at once (new samples of the same item; its
+        other samples are not trained on, counted in `dropped_with_failed`), so the batch is as
+        full as without errors and every group in it is whole."""
+        for attempt in range(self.REROLLS + 1):
+            members: dict[str, list[Item]] = {}
+            for it in items:
+                members.setdefault(it.group_id, []).append(it)
+            got: dict[str, int] = {}
+            for t in trajs:
+                got[t.group_id] = got.get(t.group_id, 0) + 1
+            broken = {g for g, its in members.items() if got.get(g, 0) != len(its)}
+            if not broken:
+                return trajs
+            if attempt == self.REROLLS:
+                first = members[min(broken)][0]
+                raise RunStopped(
+                    f"item {item_name(first)}: a sample of its group failed in {self.REROLLS + 1} "
+                    "rollouts in a row (see the errors_* counts and the logged traceback)"
+                )
+            kept = [t for t in trajs if t.group_id not in broken]
+            self.dropped_with_failed += len(trajs) - len(kept)
+            items = [it for g in sorted(broken) for it in members[g]]
+            again, _ = self._run_chunks(items, greedy)
+            trajs = kept + again
+        return trajs
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._produce, name="rollout-producer", daemon=True)

@@ -9,6 +9,7 @@ from transformers import PreTrainedTokenizerBase
 
 from nexrl_runtime.config.schema import RolloutConfig
 from nexrl_runtime.data.loader import Item
+from nexrl_runtime.errors import ErrorBook, InferenceFailed, item_name
 from nexrl_runtime.inference.base import Completion, InferenceEngine, SamplingParams
 from nexrl_runtime.rollout.evaluator import EvalResult, Evaluator
 from nexrl_runtime.types import Trajectory
@@ -47,6 +48,7 @@ class RolloutWorker:
         self.config = config
         self.run_id = run_id
         self._timings: dict[str, float] = {}
+        self.errors: ErrorBook | None = None  # set by the controller: evaluator errors cost the sample
 
     def pop_timings(self) -> dict[str, float]:
         """Seconds spent per phase since the last call (one thread uses a worker at a time)."""
@@ -84,15 +86,30 @@ class RolloutWorker:
         prompts = [self.build_prompt(it) for it in items]
         params = self.sampling([len(p) for p in prompts], greedy)
         start = time.perf_counter()
-        completions = self.engine.generate(prompts, params)
+        try:
+            completions = self.engine.generate(prompts, params)
+        except Exception as err:
+            raise InferenceFailed(f"{type(err).__name__}: {err}") from err
         self._add_time("generate_seconds", time.perf_counter() - start)
-        return [self._trajectory(it, p, cs[0]) for it, p, cs in zip(items, prompts, completions, strict=True)]
+        made = zip(items, prompts, completions, strict=True)
+        trajs = [self._trajectory(it, p, cs[0]) for it, p, cs in made]
+        return [t for t in trajs if t is not None]
 
-    def _trajectory(self, item: Item, prompt: list[int], c: Completion) -> Trajectory:
+    def _trajectory(self, item: Item, prompt: list[int], c: Completion) -> Trajectory | None:
+        """None when the evaluator failed and `errors` lets the run continue without the sample."""
         cut = truncate(len(prompt), c, self.config.max_sequence_length)
         start = time.perf_counter()
-        result = self.score(item, cut.token_ids)
-        self._add_time("score_seconds", time.perf_counter() - start)
+        try:
+            result = self.score(item, cut.token_ids)
+        except Exception as err:
+            if self.errors is None:
+                raise
+            self.errors.record("evaluator", item_name(item), err)  # raises under policy stop
+            return None
+        finally:
+            self._add_time("score_seconds", time.perf_counter() - start)
+        if self.errors is not None:
+            self.errors.ok()
         n = len(prompt)
         return Trajectory(
             tokens=prompt + cut.token_ids,
@@ -104,7 +121,12 @@ class RolloutWorker:
             policy_version=c.policy_version,
             prompt_length=n,
             finish_reason=cut.finish_reason,
-            extra={"correct": result.correct, "sample_id": item.sample_id, **result.metrics},
+            extra={
+                "correct": result.correct,
+                "sample_id": item.sample_id,
+                **result.metrics,
+                "eval_metrics": dict(result.metrics),
+            },
         )
 
 
