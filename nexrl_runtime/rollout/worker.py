@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -101,6 +102,8 @@ class RolloutWorker:
         start = time.perf_counter()
         try:
             result = self.score(item, cut.token_ids)
+            if not math.isfinite(result.reward):  # a NaN reward would make the group's advantages NaN
+                raise ValueError(f"the evaluator returned a non-finite reward {result.reward!r}")
         except Exception as err:
             if self.errors is None:
                 raise
