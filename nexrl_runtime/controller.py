@@ -104,6 +104,10 @@ class Controller:
         rows = load_items(v.path and Path(base) / v.path, "auto", limit=v.limit) if v.path else []
         self.val_items = held_out_items(rows, config.data.prompt_key)
         sinks: list = list(status_sinks(config.cluster))
+        if "tensorboard" in config.logging.backends:
+            from nexrl_runtime.tb import TensorBoardSink
+
+            sinks.append(TensorBoardSink(Path(config.output_dir) / "tensorboard"))
         self.prometheus = None
         if config.logging.metrics_port is not None:  # last: a port in use fails before any work
             from nexrl_runtime.prom import PrometheusSink

@@ -192,6 +192,10 @@ class LoggingConfig(Strict):
         None, ge=0, le=65535, description="serve Prometheus /metrics on this port (0: a free one); null: off"
     )
     metrics_host: str = "0.0.0.0"
+    backends: list[Literal["jsonl", "tensorboard"]] = Field(
+        default_factory=lambda: ["jsonl"],
+        description="where step metrics go; metrics.jsonl is always written (resume and curves read it)",
+    )
 
 
 class ErrorsConfig(Strict):
