@@ -249,7 +249,6 @@ class Controller:
                     staleness_max=float(max(lags)),
                     staleness_mean=sum(lags) / len(lags),
                     pool_held=float(self.pool.stats()["held"]),
-                    tokens_per_second=float(metrics.get("num_tokens", 0.0)) / metrics["step_seconds"],
                 )
                 self.tracker.log(step, metrics)
                 if snapshot is not None:  # after the step's metrics row: checkpoint N implies row N

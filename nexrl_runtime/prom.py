@@ -14,7 +14,6 @@ GAUGES: dict[str, tuple[str, str]] = {
     "nexrl_reward_mean": ("reward_mean", "mean reward of the last train batch"),
     "nexrl_accuracy": ("accuracy", "fraction correct in the last train batch"),
     "nexrl_val_accuracy": ("val_accuracy", "held-out accuracy at the last validation"),
-    "nexrl_tokens_per_second": ("tokens_per_second", "trained tokens per second of the last step"),
     "nexrl_staleness_max": ("staleness_max", "max policy-version lag in the last train batch"),
     "nexrl_staleness_mean": ("staleness_mean", "mean policy-version lag in the last train batch"),
     "nexrl_pool_size": ("pool_held", "trajectories waiting in the pool"),
@@ -42,6 +41,10 @@ class PrometheusSink:
         self.gauges = {
             name: prom.Gauge(name, help_, registry=self.registry) for name, (_, help_) in GAUGES.items()
         }
+        self.tokens_per_second = prom.Gauge(
+            "nexrl_tokens_per_second", "trained tokens per second of the last step (num_tokens/step_seconds)",
+            registry=self.registry,
+        )
         self.errors = prom.Gauge(
             "nexrl_errors", "failed samples (and skipped non-finite updates) by kind", ["kind"],
             registry=self.registry,
@@ -61,6 +64,9 @@ class PrometheusSink:
             value = row.get(key)
             if isinstance(value, int | float):
                 self.gauges[name].set(float(value))
+        tokens, seconds = metrics.get("num_tokens"), metrics.get("step_seconds")
+        if isinstance(tokens, int | float) and isinstance(seconds, int | float) and seconds > 0:
+            self.tokens_per_second.set(float(tokens) / float(seconds))
         for key, value in metrics.items():
             if not isinstance(value, int | float):
                 continue

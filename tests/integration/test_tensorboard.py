@@ -30,7 +30,7 @@ def test_tensorboard_events_hold_the_step_metrics(tmp_path: Path) -> None:
     acc = EventAccumulator(str(tmp_path / "tensorboard"))
     acc.Reload()
     tags = set(acc.Tags()["scalars"])
-    assert {"reward_mean", "loss", "errors_evaluator", "tokens_per_second", "val_accuracy"} <= tags
+    assert {"reward_mean", "loss", "errors_evaluator", "num_tokens", "val_accuracy"} <= tags
     reward = acc.Scalars("reward_mean")
     assert [e.step for e in reward] == [1, 2, 3]
     assert [e.value for e in reward] == pytest.approx([r["reward_mean"] for r in rows])
