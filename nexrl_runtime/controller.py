@@ -114,6 +114,7 @@ class Controller:
 
             self.prometheus = PrometheusSink(config.logging.metrics_port, config.logging.metrics_host)
             sinks.append(self.prometheus)
+            self.prometheus.watch_pool(lambda: float(self.pool.stats()["held"]))
             self._say(f"metrics: http://{config.logging.metrics_host}:{self.prometheus.port}/metrics")
         self.tracker = Tracker(config.output_dir, config.logging.console_every, echo, sinks=sinks)
 
@@ -248,7 +249,6 @@ class Controller:
                 metrics.update(
                     staleness_max=float(max(lags)),
                     staleness_mean=sum(lags) / len(lags),
-                    pool_held=float(self.pool.stats()["held"]),
                 )
                 self.tracker.log(step, metrics)
                 if snapshot is not None:  # after the step's metrics row: checkpoint N implies row N

@@ -3,7 +3,7 @@ every RL step by a tracker sink. prometheus-client is imported only when the por
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from nexrl_runtime.config.errors import ConfigError
@@ -16,7 +16,6 @@ GAUGES: dict[str, tuple[str, str]] = {
     "nexrl_val_accuracy": ("val_accuracy", "held-out accuracy at the last validation"),
     "nexrl_staleness_max": ("staleness_max", "max policy-version lag in the last train batch"),
     "nexrl_staleness_mean": ("staleness_mean", "mean policy-version lag in the last train batch"),
-    "nexrl_pool_size": ("pool_held", "trajectories waiting in the pool"),
     "nexrl_push_seconds": ("sync_seconds", "seconds of the last weight push"),
     "nexrl_step_seconds": ("step_seconds", "seconds of the last RL step"),
     "nexrl_policy_version": ("policy_version", "policy version (weight pushes)"),
@@ -45,6 +44,10 @@ class PrometheusSink:
             "nexrl_tokens_per_second", "trained tokens per second of the last step (num_tokens/step_seconds)",
             registry=self.registry,
         )
+        self.pool_size = prom.Gauge(
+            "nexrl_pool_size", "trajectories waiting in the pool (read at scrape time)",
+            registry=self.registry,
+        )
         self.errors = prom.Gauge(
             "nexrl_errors", "failed samples (and skipped non-finite updates) by kind", ["kind"],
             registry=self.registry,
@@ -57,6 +60,10 @@ class PrometheusSink:
         except OSError as err:
             raise ConfigError(f"logging.metrics_port: cannot listen on {host}:{port}: {err}") from err
         self.port = int(self.server.server_port)
+
+    def watch_pool(self, size: Callable[[], float]) -> None:
+        """The pool's size is read on every scrape (it changes between steps)."""
+        self.pool_size.set_function(size)
 
     def on_step(self, step: int, metrics: Mapping[str, Any]) -> None:
         row = {"step": step, **metrics}
