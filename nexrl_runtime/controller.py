@@ -293,6 +293,7 @@ class Controller:
                 "dropped_stale": self.sync.dropped_stale,
                 "rerolled_stale": self.sync.rerolled_stale,
             },
+            "errors": dict(self.errors.counts),
         }
 
     def _save_checkpoint(self, trainer: TrainerLike, step: int, snapshot: dict, metrics: dict) -> Path:
@@ -309,6 +310,7 @@ class Controller:
                 "weight_sync": snapshot["weight_sync"],
                 "manager": snapshot["manager"],
                 "rng": snapshot["rng"],
+                "errors": snapshot["errors"],
                 "mode": self.cfg.weight_sync.mode,
                 "config_hash": digest,
                 "config_key_hashes": key_digests,
@@ -340,6 +342,7 @@ class Controller:
         self.sync.dropped_stale = int(ws["dropped_stale"])
         self.sync.rerolled_stale = int(ws["rerolled_stale"])
         self.sync.steps_done = step
+        self.errors.counts.update({k: int(v) for k, v in state.get("errors", {}).items()})
         manager.restore(state["manager"], batches_started=step, batch_size=self.cfg.data.batch_size)
         tensors = torch.load(path / ckpt.RNG, weights_only=True)
         ckpt.set_global_rng_state(state["rng"], tensors)

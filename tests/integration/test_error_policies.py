@@ -152,3 +152,12 @@ def test_nan_loss_stops_with_on_nonfinite_stop(tmp_path: Path) -> None:
     )
     with pytest.raises(RunStopped, match=r"step 1: non-finite loss=nan"):
         run_recipe(cfg, echo=None)
+
+
+def test_error_counts_go_on_after_a_resume(tmp_path: Path) -> None:
+    args = [*SMALL, flaky(tmp_path), "errors.policy=continue", "checkpoint.every=2", "rollout.num_workers=1"]
+    _, first = run_arithmetic(tmp_path, [*args, "total_steps=2"])
+    _, rows = run_arithmetic(tmp_path, [*args, "total_steps=4", "resume.mode=auto"])
+    assert first[-1]["errors_evaluator"] > 0
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[2]["errors_evaluator"] >= first[-1]["errors_evaluator"]  # cumulative across the resume
