@@ -161,3 +161,14 @@ def test_error_counts_go_on_after_a_resume(tmp_path: Path) -> None:
     assert first[-1]["errors_evaluator"] > 0
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert rows[2]["errors_evaluator"] >= first[-1]["errors_evaluator"]  # cumulative across the resume
+
+
+def test_a_too_long_prompt_is_refused_at_load_naming_the_item(tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "nexrl_runtime.cli", "run", "-c", str(RECIPE), *SMALL, "data.too_long=error",
+         "rollout.max_sequence_length=6", "logging.progress_bar=false", f"output_dir={tmp_path}"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert (out.returncode, "Traceback" in out.stderr) == (2, False), out.stderr[-3000:]
+    assert "nexrl: data: " in out.stderr and "has a prompt of 6 tokens, more than the 5" in out.stderr
+    assert not (tmp_path / "metrics.jsonl").exists()  # refused before any work
