@@ -3,10 +3,12 @@ rank 1; every endpoint works and training equals one in-process trainer."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -36,7 +38,10 @@ def torchrun_service(nproc: int, overrides: list[str]) -> Iterator[str]:
         *overrides,
     ]  # fmt: skip
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    # its own session: a failing test kills torchrun and its ranks together (no orphaned rank)
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, start_new_session=True
+    )
     lines: queue.Queue[str | None] = queue.Queue()
     seen: list[str] = []
     threading.Thread(target=lambda: [*map(lines.put, proc.stdout), lines.put(None)], daemon=True).start()
@@ -51,9 +56,9 @@ def torchrun_service(nproc: int, overrides: list[str]) -> Iterator[str]:
         proc.terminate()  # torchrun passes SIGTERM on to both ranks (and then exits non-zero itself)
         proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
         while (line := lines.get(timeout=10)) is not None:
             seen.append(line)
         assert not any("failed:" in s for s in seen), "".join(seen)
