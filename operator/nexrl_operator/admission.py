@@ -332,54 +332,62 @@ def plan(jobs: Sequence[Demand], quotas: Sequence[Quota], namespaces: Mapping[st
 
     ``namespaces``: name -> labels of the namespaces known (for ``namespaceSelector``); namespaces
     of jobs and quota lists are added. ``limits``: the ``requests.<GPU resource>`` ResourceQuotas.
-
-    Passes repeat, each holding what the ones before admitted, until a pass admits nothing: an
-    admission raises its namespace's share, which can reorder the queue behind it, so one pass
-    alone is not stable (the next reconcile would admit more). The result is a fixpoint: planning
-    again on it admits nothing.
     """
-    current, admitted_here = list(jobs), set()
-    while True:
-        result = _one_pass(current, quotas, namespaces, limits, settled=jobs)
-        fresh = {uid for uid, decision in result.decisions.items() if decision.new}
-        if not fresh:
-            break
-        admitted_here |= fresh
-        current = [dataclasses.replace(d, admitted=result.decisions[d.uid].gpus) if d.uid in fresh else d
-                   for d in current]
-    for uid in admitted_here:
-        result.decisions[uid] = dataclasses.replace(result.decisions[uid], new=True)
-    return result
-
-
-def _one_pass(jobs: Sequence[Demand], quotas: Sequence[Quota], namespaces: Mapping[str, Mapping[str, str]],
-              limits: Sequence[ResourceQuotaLimit], settled: Sequence[Demand]) -> Plan:
-    """One pass in policy order; ``settled``: the jobs as observed, for what ResourceQuotas already count."""
     labels = {ns: {**dict(lbl), "kubernetes.io/metadata.name": ns} for ns, lbl in namespaces.items()}
     for name in [d.namespace for d in jobs] + [ns for q in quotas for ns in q.spec.namespaces]:
         labels.setdefault(name, {"kubernetes.io/metadata.name": name})
     selected = selecting(quotas, labels)
     owner = {ns: found[0] for ns, found in selected.items() if found}
-    rq_pools = _rq_pools(limits, settled)
-    groups: dict[str, _Group] = {q.name: _Group(q, rq_pools) for q in quotas}
+    members: dict[str, list[Demand]] = {q.name: [] for q in quotas}
     for demand in jobs:
         quota = owner.get(demand.namespace)
-        key = quota.name if quota else f"/{demand.namespace}"
-        if key not in groups:
-            groups[key] = _Group(None, rq_pools)
-        groups[key].jobs.append(demand)
+        members.setdefault(quota.name if quota else f"/{demand.namespace}", []).append(demand)
     governed: dict[str, list[str]] = collections.defaultdict(list)
     for ns, quota in sorted(owner.items()):
         governed[quota.name].append(ns)
-    usages = {q.name: QuotaUsage(q.name, governed[q.name]) for q in quotas}
+    notes: dict[str, list[str]] = collections.defaultdict(list)
     for ns, found in sorted(selected.items()):
         for shadowed in found[1:]:
-            note = f"namespace {ns} is governed by the older quota {found[0].name}"
-            usages[shadowed.name].notes.append(note)
+            notes[shadowed.name].append(f"namespace {ns} is governed by the older quota {found[0].name}")
+    by_name = {q.name: q for q in quotas}
     decisions: dict[str, Decision] = {}
-    for key, group in groups.items():
-        _decide_group(group, decisions, usages.get(key))
+    usages: dict[str, QuotaUsage] = {}
+    for key, group_jobs in members.items():
+        quota = by_name.get(key)
+        usage = QuotaUsage(quota.name, governed[quota.name], notes=notes[quota.name]) if quota else None
+        own = {d.namespace for d in group_jobs}
+        decided, settled = _settle(quota, group_jobs, [rq for rq in limits if rq.namespace in own], usage)
+        decisions.update(decided)
+        if quota is not None and settled is not None:
+            usages[quota.name] = settled
     return Plan(decisions, usages)
+
+
+def _settle(quota: Quota | None, jobs: Sequence[Demand], limits: Sequence[ResourceQuotaLimit],
+            usage: QuotaUsage | None) -> tuple[dict[str, Decision], QuotaUsage | None]:
+    """The decisions of one group (a quota's jobs, or one unquota'd namespace's), and its usage.
+
+    Passes repeat, each holding what the ones before admitted, until a pass admits nothing: an
+    admission raises its namespace's share, which can reorder the queue behind it, so one pass
+    alone is not stable (the next reconcile would admit more). The result is a fixpoint: planning
+    again on it admits nothing. ResourceQuotas count what the jobs held as observed (``jobs``).
+    """
+    current, admitted_here = list(jobs), set()
+    while True:
+        group = _Group(quota, _rq_pools(limits, jobs))
+        group.jobs = current
+        this = dataclasses.replace(usage, notes=list(usage.notes)) if usage is not None else None
+        decisions: dict[str, Decision] = {}
+        _decide_group(group, decisions, this)
+        fresh = {uid for uid, decision in decisions.items() if decision.new}
+        if not fresh:
+            break
+        admitted_here |= fresh
+        current = [dataclasses.replace(d, admitted=decisions[d.uid].gpus) if d.uid in fresh else d
+                   for d in current]
+    for uid in admitted_here:
+        decisions[uid] = dataclasses.replace(decisions[uid], new=True)
+    return decisions, this
 
 
 def _decide_group(group: _Group, decisions: dict[str, Decision], usage: QuotaUsage | None) -> None:
