@@ -301,12 +301,18 @@ async def refresh_status(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **
     """Keep the status true from the watched children: restarts, self-healing, GPU release at the end
     (and after it: a finished job's workloads are kept at 0, whoever scaled them up). A connection
     lost meanwhile (the API server restarting, or this process stopping) waits for the next tick."""
+    meta = body["metadata"]
+    if memo.kube.closed:
+        return  # the operator is stopping (kopf can fire a timer after the cleanup handler)
     try:
         await _refresh(body, memo, **kwargs)
     except aiohttp.ClientError as exc:
-        meta = body["metadata"]
         logger.warning("%s/%s: status not refreshed (%s); again at the next tick", meta["namespace"],
                        meta["name"], exc)
+    except RuntimeError:  # aiohttp's "Session is closed": the client closed while this tick ran
+        if not memo.kube.closed:
+            raise
+        logger.debug("%s/%s: status not refreshed: the operator is stopping", meta["namespace"], meta["name"])
 
 
 async def _refresh(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:

@@ -65,7 +65,11 @@ class Kube:
         api.user_agent = USER_AGENT
         return cls(api)
 
+    closed: bool = False
+    """set by close(): the operator is stopping, and kopf may still fire a timer after its cleanup"""
+
     async def close(self) -> None:
+        self.closed = True
         await self.api.close()
 
     async def request(self, method: str, path: str, body: Any = None, content_type: str = "application/json"

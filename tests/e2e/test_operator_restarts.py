@@ -300,5 +300,6 @@ def test_resume_after_the_per_job_limit_was_lowered_says_what_changed(server: Em
     cluster.patch_quota(quota, maxGpusPerJob=4)  # the admin raises it again: the job comes back
     wait_for(lambda: cluster.job(ns, "big")["status"].get("admittedGpus") == 4, what="the job admitted again")
     wait_for(lambda: replicas(cluster, ns, "big") == {"Deployment": 2}, what="pods back")
-    assert cluster.job(ns, "big")["status"]["phase"] in ("Provisioning", "Running")  # (its old statuses stay)
+    wait_for(lambda: cluster.job(ns, "big")["status"]["phase"] in ("Provisioning", "Running"),
+             what="the job's phase to leave Failed (the status refresh after the admission)")
     check(server, ns)
