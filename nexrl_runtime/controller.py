@@ -22,6 +22,7 @@ from nexrl_runtime.errors import ErrorBook, RunStopped
 from nexrl_runtime.held_out import evaluate_held_out, held_out_items
 from nexrl_runtime.inference import build_engine
 from nexrl_runtime.inference.base import InferenceEngine
+from nexrl_runtime.loggers import backend_sinks
 from nexrl_runtime.models import build_policy
 from nexrl_runtime.pool import TrajectoryPool
 from nexrl_runtime.registry import load_object, resolve_class
@@ -104,10 +105,7 @@ class Controller:
         rows = load_items(v.path and Path(base) / v.path, "auto", limit=v.limit) if v.path else []
         self.val_items = held_out_items(rows, config.data.prompt_key)
         sinks: list = list(status_sinks(config.cluster))
-        if "tensorboard" in config.logging.backends:
-            from nexrl_runtime.tb import TensorBoardSink
-
-            sinks.append(TensorBoardSink(Path(config.output_dir) / "tensorboard"))
+        sinks += backend_sinks(config)
         self.prometheus = None
         if config.logging.metrics_port is not None:  # last: a port in use fails before any work
             from nexrl_runtime.prom import PrometheusSink

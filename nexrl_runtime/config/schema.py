@@ -192,9 +192,16 @@ class LoggingConfig(Strict):
         None, ge=0, le=65535, description="serve Prometheus /metrics on this port (0: a free one); null: off"
     )
     metrics_host: str = "0.0.0.0"
-    backends: list[Literal["jsonl", "tensorboard"]] = Field(
+    backends: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["jsonl"],
         description="where step metrics go; metrics.jsonl is always written (resume and curves read it)",
+    )
+    project: str = Field("nexrl", description="the W&B project / MLflow experiment of the run")
+    wandb_mode: Literal["online", "offline"] | None = Field(
+        None, description="W&B's mode; null: W&B's own default ($WANDB_MODE, else online)"
+    )
+    mlflow_tracking_uri: str | None = Field(
+        None, description="null: $MLFLOW_TRACKING_URI, else a file store in <output_dir>/mlruns"
     )
 
 
