@@ -81,7 +81,16 @@ from apiserver_model import (
     parse_target,
     resource_from_crd,
 )
-from apiserver_ops import JSON, PatchError, field_values, json_patch, merge_patch, parse_selector
+from apiserver_ops import (
+    JSON,
+    PatchError,
+    field_values,
+    json_patch,
+    merge_patch,
+    parse_selector,
+    strategic_merge_patch,
+)
+from apiserver_views import Views
 
 Key = tuple[kmock.resource, str | None, str]
 
@@ -103,7 +112,7 @@ def _essence(obj: JSON) -> JSON:
 
 
 @attrs.define(kw_only=True)
-class ApiServer(kmock.KubernetesEmulator):
+class ApiServer(Views, kmock.KubernetesEmulator):
     """A stateful Kubernetes API for kopf and the kubernetes client: see the module docstring."""
 
     watch_cache_size: int = 50_000
@@ -125,6 +134,8 @@ class ApiServer(kmock.KubernetesEmulator):
         self.fallback["get /apis/"] << self._serve_apis
         self.fallback["get /api/"] << self._serve_api
         self.fallback[self._is_resource_request] << self._serve
+        self.fallback["get /openapi/v3"] << self._serve_openapi_index
+        self.fallback["get", re.compile(r"/openapi/v3/apis?/.+")] << self._serve_openapi_gv
         for definition in self.kinds:
             self.register(definition)
         self._objects[self._res("", "v1", "namespaces"), None, "default"] = self._namespace("default")
@@ -138,6 +149,7 @@ class ApiServer(kmock.KubernetesEmulator):
         self.resources[res] = kmock.ResourceInfo(
             kind=definition.kind, singular=definition.kind.lower(), namespaced=definition.namespaced,
             verbs=definition.verbs, shortnames=definition.shortnames, subresources=definition.subresources,
+            categories=definition.categories,
         )
 
     def inject(self, fault: Fault) -> Fault:
@@ -196,20 +208,31 @@ class ApiServer(kmock.KubernetesEmulator):
         if target.resource not in self._defs:
             raise _error(404, "NotFound", f"the server could not find the requested resource {target.plural}")
         body = request.data if isinstance(request.data, (dict, list)) else None
+        params = request.params
+        if target.verb in ("get", "list", "watch"):
+            wanted = self._wanted(request, target)
         if target.verb == "watch":
-            return kmock.Response(status=200, payload=self._watch(target, request.params))
+            events = self._render_watch(target, wanted, self._watch(target, params), params)
+            # kubectl picks the stream decoder by Content-Type (kmock's default is octet-stream)
+            return kmock.Response(status=200, payload=events, headers={"Content-Type": "application/json"})
         async with self._lock:
             if target.verb == "get":
-                return kmock.Response(status=200, payload=self._get(target))
+                got = self._get(target)
+                return kmock.Response(status=200, payload=self._render(target, wanted, got, params))
             if target.verb == "list":
-                return kmock.Response(status=200, payload=self._list(target, request.params))
+                return kmock.Response(status=200, payload=self._render(
+                    target, wanted, self._list(target, params), params))
             if target.verb == "create":
                 if not isinstance(body, dict):
                     raise _error(400, "BadRequest", "the body of a create must be an object")
+                self._check_fields(target, body, params)
                 return kmock.Response(status=201, payload=await self._create(target, body))
             if target.verb in ("update", "patch"):
                 content_type = request.headers.get("Content-Type", "application/json").split(";")[0]
-                return kmock.Response(status=200, payload=await self._modify(target, body, content_type))
+                if content_type != "application/json-patch+json":
+                    self._check_fields(target, body, params)
+                modified = await self._modify(target, body, content_type, params)
+                return kmock.Response(status=200, payload=modified)
             if target.verb == "delete":
                 options = {"propagationPolicy": request.params.get("propagationPolicy"), **(body or {})}
                 return kmock.Response(status=200, payload=await self._delete(target, options))
@@ -359,7 +382,8 @@ class ApiServer(kmock.KubernetesEmulator):
         if key not in self._objects or self._objects[key].deleted:
             await self._write(key, self._namespace(name), "ADDED")
 
-    async def _modify(self, target: Target, body: Any, content_type: str) -> JSON:
+    async def _modify(self, target: Target, body: Any, content_type: str,
+                      params: dict[str, str] | None = None) -> JSON:
         old = self._get(target)
         current = copy.deepcopy(old)
         try:
@@ -368,8 +392,10 @@ class ApiServer(kmock.KubernetesEmulator):
                 precondition = (body or {}).get("metadata", {}).get("resourceVersion")
             elif content_type == "application/json-patch+json":
                 candidate, precondition = json_patch(current, body or []), None
+                self._check_fields(target, candidate, params or {})
             elif content_type in ("application/merge-patch+json", "application/strategic-merge-patch+json"):
-                candidate = merge_patch(current, body or {})
+                merge = content_type == "application/merge-patch+json"
+                candidate = (merge_patch if merge else strategic_merge_patch)(current, body or {})
                 precondition = (body or {}).get("metadata", {}).get("resourceVersion")
             else:
                 raise _error(415, "UnsupportedMediaType", f"unsupported patch format {content_type}")

@@ -23,6 +23,7 @@ class ResourceDef:
     subresources: tuple[str, ...] = ()
     shortnames: tuple[str, ...] = ()
     verbs: tuple[str, ...] = ALL_VERBS
+    categories: tuple[str, ...] = ()
 
     @property
     def api_version(self) -> str:
@@ -31,12 +32,14 @@ class ResourceDef:
 
 _STATUS = ("status",)
 BUILTINS: tuple[ResourceDef, ...] = (
-    ResourceDef("", "v1", "namespaces", "Namespace", namespaced=False, subresources=_STATUS),
+    ResourceDef("", "v1", "namespaces", "Namespace", namespaced=False, subresources=_STATUS,
+                shortnames=("ns",)),
     ResourceDef("", "v1", "configmaps", "ConfigMap", shortnames=("cm",)),
     ResourceDef("", "v1", "secrets", "Secret"),
     ResourceDef("", "v1", "services", "Service", subresources=_STATUS, shortnames=("svc",)),
     ResourceDef("", "v1", "pods", "Pod", subresources=_STATUS, shortnames=("po",)),
-    ResourceDef("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", subresources=_STATUS),
+    ResourceDef("", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", subresources=_STATUS,
+                shortnames=("pvc",)),
     ResourceDef("", "v1", "resourcequotas", "ResourceQuota", subresources=_STATUS, shortnames=("quota",)),
     ResourceDef("", "v1", "serviceaccounts", "ServiceAccount", shortnames=("sa",)),
     ResourceDef("", "v1", "events", "Event", shortnames=("ev",)),
@@ -66,6 +69,7 @@ def resource_from_crd(crd: Mapping[str, Any]) -> Iterator[ResourceDef]:
                 namespaced=spec.get("scope", "Namespaced") == "Namespaced",
                 subresources=tuple(sorted((version.get("subresources") or {}).keys())),
                 shortnames=tuple(names.get("shortNames") or ()),
+                categories=tuple(names.get("categories") or ()),
             )
 
 

@@ -34,6 +34,70 @@ def merge_patch(target: Any, patch: Any) -> Any:
     return result
 
 
+# Merge keys of the built-in lists that strategic merge patches merge by key (others are replaced).
+MERGE_KEYS: dict[str, tuple[str, ...]] = {
+    "containers": ("name",), "initContainers": ("name",), "ephemeralContainers": ("name",),
+    "env": ("name",), "volumes": ("name",), "imagePullSecrets": ("name",), "volumeMounts": ("mountPath",),
+    "ports": ("containerPort", "port"), "volumeDevices": ("devicePath",), "hostAliases": ("ip",),
+    "conditions": ("type",), "ownerReferences": ("uid",), "topologySpreadConstraints": ("topologyKey",),
+}
+
+
+def strategic_merge_patch(target: Any, patch: Any) -> Any:
+    """A strategic merge patch without the type's Go struct: maps merge as in a merge-patch; lists named
+    in MERGE_KEYS merge by key (``$patch: delete`` items removed, ``$setElementOrder/<f>`` orders them);
+    other lists are replaced; ``$patch: replace|delete`` on maps, ``$retainKeys`` and
+    ``$deleteFromPrimitiveList/<f>`` are honoured."""
+    if not isinstance(patch, Mapping):
+        return copy.deepcopy(patch)
+    directive = patch.get("$patch")
+    body = {key: value for key, value in patch.items() if key != "$patch"}
+    if directive == "replace":
+        return strategic_merge_patch(None, body)
+    if directive not in (None, "merge"):
+        raise PatchError(f"$patch: {directive!r} is not valid in a map; valid: replace, merge, delete", 400)
+    result = dict(target) if isinstance(target, Mapping) else {}
+    for key, value in body.items():
+        if key.startswith(("$setElementOrder/", "$deleteFromPrimitiveList/")) or key == "$retainKeys":
+            continue
+        if value is None or (isinstance(value, Mapping) and value.get("$patch") == "delete"):
+            result.pop(key, None)
+        elif isinstance(value, list) and key in MERGE_KEYS and isinstance(result.get(key), list):
+            order = body.get(f"$setElementOrder/{key}")
+            result[key] = _merge_list(result[key], value, MERGE_KEYS[key], order)
+        else:
+            result[key] = strategic_merge_patch(result.get(key), value)
+    for key, values in body.items():
+        if key.startswith("$deleteFromPrimitiveList/") and isinstance(result.get(key.split("/", 1)[1]), list):
+            field = key.split("/", 1)[1]
+            result[field] = [item for item in result[field] if item not in values]
+    if isinstance(body.get("$retainKeys"), list):
+        result = {key: value for key, value in result.items() if key in body["$retainKeys"]}
+    return result
+
+
+def _merge_list(current: list[Any], patch: list[Any], keys: tuple[str, ...], order: Any) -> list[Any]:
+    items = [item for item in patch if isinstance(item, Mapping)]
+    key = next((k for k in keys if items and all(k in item for item in items)), None)
+    if key is None or len(items) != len(patch) or any(item.get("$patch") == "replace" for item in items):
+        return [strategic_merge_patch(None, item) for item in patch if item.get("$patch") != "replace"]
+    merged = [copy.deepcopy(item) for item in current]
+    for item in items:
+        index = next((i for i, old in enumerate(merged)
+                      if isinstance(old, Mapping) and old.get(key) == item[key]), None)
+        if item.get("$patch") == "delete":
+            merged = [old for i, old in enumerate(merged) if i != index]
+        elif index is None:
+            merged.append(strategic_merge_patch(None, item))
+        else:
+            merged[index] = strategic_merge_patch(merged[index], item)
+    if isinstance(order, list):
+        rank = {entry.get(key): i for i, entry in enumerate(order) if isinstance(entry, Mapping)}
+        last = len(rank)
+        merged.sort(key=lambda old: rank.get(old.get(key), last) if isinstance(old, Mapping) else last)
+    return merged
+
+
 def _unescape(token: str) -> str:
     return token.replace("~1", "/").replace("~0", "~")
 
@@ -173,6 +237,12 @@ def parse_selector(selector: str | None) -> Predicate:
 
 
 def field_values(obj: Mapping[str, Any]) -> dict[str, str]:
-    """The fields a field selector may name: metadata.name/namespace (all that clients here use)."""
+    """The fields a field selector may name: metadata.name/namespace, and an Event's involvedObject.*,
+    reason and type (what ``kubectl describe`` selects events by)."""
     meta = obj.get("metadata", {})
-    return {"metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace") or ""}
+    values = {"metadata.name": meta.get("name", ""), "metadata.namespace": meta.get("namespace") or ""}
+    if obj.get("kind") == "Event" and isinstance(obj.get("involvedObject"), Mapping):
+        for key, value in obj["involvedObject"].items():
+            values[f"involvedObject.{key}"] = str(value)
+        values.update({"reason": str(obj.get("reason") or ""), "type": str(obj.get("type") or "")})
+    return values

@@ -7,6 +7,7 @@ import concurrent.futures
 import copy
 import os
 import pathlib
+import shutil
 import signal
 import subprocess
 import sys
@@ -43,9 +44,14 @@ def wait_for(predicate: Callable[[], T], timeout: float = 10.0, interval: float 
 
 
 class EmulatorThread:
-    """Runs :class:`ApiServer` on 127.0.0.1 in a thread, so that sync tests and clients can use it."""
+    """Runs :class:`ApiServer` in a thread, so that sync tests and clients can use it.
 
-    def __init__(self, **options: Any) -> None:
+    ``host`` is the address to listen on (127.0.0.1, or e.g. a bridge IP that pods in network
+    namespaces reach); ``port`` 0 picks a free one; the other options go to :class:`ApiServer`.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
+        self.host, self.port = host, port
         self._options = options
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="apiserver", daemon=True)
@@ -70,7 +76,8 @@ class EmulatorThread:
 
     async def _serve(self, ready: concurrent.futures.Future[None]) -> None:
         self._stop = asyncio.Event()
-        async with ApiServer(**self._options) as emu, kmock.Server(emu) as server:
+        async with ApiServer(**self._options) as emu, \
+                kmock.Server(emu, host=self.host, port=self.port or None) as server:
             self.emu, self.url = emu, str(server.url).rstrip("/")
             ready.set_result(None)
             await self._stop.wait()
@@ -92,6 +99,10 @@ class EmulatorThread:
         }
         path.write_text(yaml.safe_dump(config))
         return path
+
+    def kubectl(self, workdir: pathlib.Path) -> Kubectl:
+        """The real kubectl pointed at the emulator, with its own kubeconfig and discovery cache."""
+        return Kubectl(self.write_kubeconfig(workdir / "kubeconfig.yaml"), workdir / "kubectl-cache")
 
     def api_client(self) -> kubernetes.client.ApiClient:
         """A real kubernetes client over HTTP to the emulator."""
@@ -126,6 +137,29 @@ class EmulatorThread:
     def watches(self, plural: str) -> int:
         """How many watch requests for a resource the server has seen (a restarted operator adds one)."""
         return sum(1 for call in list(self.emu.calls) if call.verb == "watch" and call.resource == plural)
+
+
+class Kubectl:
+    """Runs the real kubectl binary against one kubeconfig, with a private discovery/OpenAPI cache
+    (so that a cache from an earlier emulator on the same port is never read)."""
+
+    def __init__(self, kubeconfig: pathlib.Path, cache_dir: pathlib.Path) -> None:
+        binary = shutil.which("kubectl")
+        if binary is None:
+            raise AssertionError("kubectl is not on PATH: the kubectl tests need the real binary")
+        self.binary, self.kubeconfig, self.cache_dir = binary, kubeconfig, cache_dir
+
+    def command(self, *args: str) -> list[str]:
+        return [self.binary, f"--kubeconfig={self.kubeconfig}", f"--cache-dir={self.cache_dir}", *args]
+
+    def __call__(self, *args: str, check: bool = True,
+                 timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run ``kubectl <args>``; with ``check``, a non-zero exit fails with its stderr."""
+        done = subprocess.run(self.command(*args), capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, "KUBECONFIG": str(self.kubeconfig)})
+        if check and done.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} exited {done.returncode}:\n{done.stderr}")
+        return done
 
 
 class OperatorProcess:
