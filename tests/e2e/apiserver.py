@@ -16,9 +16,11 @@ What kmock 0.8 lacks and this subclass adds (the honest list; everything else is
 * The status subresource: the main endpoint ignores ``.status``, ``/status`` ignores the rest.
 * PUT with a resourceVersion precondition (409 ``Conflict``), as for merge-patches naming one.
 * PATCH: ``merge-patch+json`` (RFC 7386); ``json-patch+json`` (RFC 6902) with 422 on a failed
-  ``test`` op (kopf's patches start with one); ``strategic-merge-patch+json`` is applied AS A
-  MERGE-PATCH (lists replaced wholesale, no ``$patch`` directives): an approximation; apply-patch
-  (server-side apply) answers 415.
+  ``test`` op (kopf's patches start with one); ``strategic-merge-patch+json`` without the Go types:
+  maps merge, the lists named in ``apiserver_ops.MERGE_KEYS`` (containers, env, volumes, ports, ...)
+  merge by key, other lists are replaced; ``$patch``, ``$setElementOrder``, ``$retainKeys`` and
+  ``$deleteFromPrimitiveList`` are honoured (an approximation; accepted for custom resources too,
+  where the real server answers 415); apply-patch (server-side apply) answers 415.
 * Label selectors (=, ==, !=, in, notin, exists, !exists) and field selectors on metadata.name
   and metadata.namespace, for list, watch and deletecollection.
 * Lists carry kind, apiVersion and ``metadata.resourceVersion``.
@@ -39,13 +41,31 @@ What kmock 0.8 lacks and this subclass adds (the honest list; everything else is
   (served versions, kind, scope, short names, subresources) for discovery.
 * Discovery also with a trailing slash (``/api/v1/``, ``/apis/``), as the kubernetes client asks.
 * Discovery: the builtin resources kopf and the operator use, and KubeRay's ray.io/v1 kinds, are
-  pre-declared (``kinds=``) with kind, scope, verbs and status subresources.
+  pre-declared (``kinds=``) with kind, scope, verbs, short names and status subresources; the core
+  groupVersion is ``v1`` (kmock writes ``/v1``, which kubectl cannot map); subresources carry only
+  get/patch/update and no categories; CRD categories are served (``kubectl get nexrl``).
+* Server-side printing (apiserver_views.py, tables.py): get/list/watch negotiate the Accept header
+  (``as=Table`` or ``PartialObjectMetadata[List]`` in meta.k8s.io v1/v1beta1, else plain JSON;
+  406 when nothing fits: no protobuf/CBOR/YAML). A Table has the CRD's additionalPrinterColumns
+  for the version (Name first; Age when none are declared), cells by JSONPath as the real
+  tableconvertor (missing -> null, typed, dates as ages), rows' ``object`` per ``includeObject``
+  (PartialObjectMetadata by default); other kinds get the default Name/Created At table (not the
+  real server's per-kind printers, e.g. ConfigMap's DATA). Watch events are one-row Tables with the
+  column definitions on the first only; watch responses are ``Content-Type: application/json``.
+* OpenAPI v3 (apiserver_openapi.py): ``/openapi/v3`` and one document per group-version with the
+  paths, operations (``x-kubernetes-action``, ``x-kubernetes-group-version-kind``,
+  ``fieldValidation``) and per-kind schemas (a CRD's openAPIV3Schema; a permissive object for
+  built-in kinds). kubectl then validates on the server: under ``fieldValidation=Strict`` a write
+  to a custom resource with fields its schema does not declare answers 400 with the real message;
+  built-in kinds are not checked. No /openapi/v2 (kubectl reads it only as protobuf).
+* Field selectors also on an Event's ``involvedObject.*``, ``reason`` and ``type`` (kubectl describe).
 * Request recording for RBAC checks and benchmarks: ``emu.calls`` (verb, group, resource,
   subresource, namespace, name, User-Agent, labelSelector, HTTP status).
 * Fault injection: ``emu.inject(Fault(...))`` answers an error before, or after performing, the
   next matching request(s) (e.g. 409 after a create, to simulate a race).
 
-Not emulated: admission, CRD schema validation/pruning/defaulting, authn/authz, pagination
+Not emulated: admission, CRD schema validation (beyond the Strict unknown-field check)/pruning/
+defaulting, ``fieldValidation=Warn`` (no Warning header), authn/authz, pagination
 (``limit``/``continue`` are ignored: lists are complete), the scale subresource, server-side
 apply, BOOKMARKs, a DELETED event when an object's labels stop matching a watch's selector, and
 controllers (no pods or statuses appear unless a test writes them).
