@@ -149,3 +149,9 @@ def test_discovery_core_group_version_and_subresources(server: EmulatorThread) -
     _, _, nexrl = http(server, "GET", "/apis/nexrl.io/v1alpha1")
     by_name = {r["name"]: r for r in nexrl["resources"]}
     assert by_name["nexrljobs"]["categories"] == ["nexrl"] and by_name["nexrljobs/status"]["categories"] == []
+
+
+def test_the_emulator_binds_the_host_it_is_given() -> None:
+    with EmulatorThread(host="127.0.0.2") as other:
+        assert other.url.startswith("http://127.0.0.2:")
+        assert http(other, "GET", "/api/v1")[2]["groupVersion"] == "v1"
