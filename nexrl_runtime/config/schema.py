@@ -174,6 +174,12 @@ class InferenceConfig(Strict):
     )
     weights_dir: str | None = Field(None, description="disk route folder; default <output_dir>/weights")
     nccl_master: str | None = Field(None, description="nccl route: 'host:port' the trainer listens on")
+    ready_timeout_s: float = Field(
+        900.0, gt=0.0, description="launch_mode=ray: wait this long at start for the replicas to be ready"
+    )
+    refresh_s: float = Field(
+        2.0, gt=0.0, description="launch_mode=ray: re-resolve and re-check the replicas this often"
+    )
     server: VLLMServerConfig = VLLMServerConfig()
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.config.schema import NexRLConfig, RayRole
 
 ROLE_ORDER = ("trainer", "engine", "rollout", "validator")
@@ -62,13 +63,26 @@ def group_of(config: NexRLConfig) -> dict[str, str]:
     return out
 
 
+def rollout_workers(config: NexRLConfig) -> int:
+    """Rollout actors: the operator's `cluster.rollout_workers` (spec.rollout.workers) in a cluster,
+    else `rollout.num_workers`."""
+    return config.cluster.rollout_workers or config.rollout.num_workers
+
+
+def serves_over_http(config: NexRLConfig) -> bool:
+    """Rollouts call OpenAI-compatible servers (`inference.engine: openai | vllm`): no engine actors."""
+    return config.inference.engine != "local"
+
+
 def role_counts(config: NexRLConfig, with_validator: bool) -> dict[str, int]:
-    """Actors per role: one trainer (none in training-service mode), one rollout worker per
-    `rollout.num_workers`, engines as `ray.engine_replicas` says."""
+    """Actors per role: one trainer (none in training-service mode), `rollout_workers` rollout
+    workers, engines as `ray.engine_replicas` says (none when inference is served over HTTP)."""
     groups = group_of(config)
-    workers = config.rollout.num_workers
+    workers = rollout_workers(config)
     engines = config.ray.engine_replicas or (workers if groups["engine"] == groups["rollout"] else 1)
     counts = {"trainer": 1, "engine": engines, "rollout": workers, "validator": 1}
+    if serves_over_http(config):
+        del counts["engine"]
     if not with_validator:
         del counts["validator"]
     if config.mode == "training-service":  # the trainer is the service, not an actor
@@ -87,9 +101,9 @@ def plan_groups(config: NexRLConfig, with_validator: bool = True) -> list[GroupP
     for name, roles in members.items():
         sizes = {role: counts[role] for role in roles}
         if len(set(sizes.values())) != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"ray.colocate.{name}: roles {roles} must have the same number of actors, got {sizes} "
-                "(rollout: rollout.num_workers; engine: ray.engine_replicas)"
+                "(rollout: rollout.num_workers or cluster.rollout_workers; engine: ray.engine_replicas)"
             )
         requests = [role_request(config, role) for role in roles]
         resources: dict[str, float] = {}

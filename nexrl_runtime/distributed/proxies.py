@@ -5,7 +5,7 @@ RayTrainerProxy (a TrainerLike whose state_dict is a StateRef into the object st
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import ray
@@ -13,6 +13,7 @@ import torch
 
 from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.data.loader import Item
+from nexrl_runtime.distributed.roles import Route
 from nexrl_runtime.distributed.runtime import Host, RayRuntime
 from nexrl_runtime.distributed.weights import pack, unpack
 from nexrl_runtime.inference.base import Completion, InferenceEngine, SamplingParams
@@ -21,11 +22,19 @@ from nexrl_runtime.types import Batch, Trajectory
 
 
 class StateRef(Mapping[str, torch.Tensor]):
-    """A state dict left in the object store; reading it fetches it (pushes only pass `ref` on)."""
+    """The trainer actor's weights, left where they are: `ref` puts them in the object store (for
+    engine actors), an HTTP push asks `host` to push them itself; reading them fetches them."""
 
-    def __init__(self, ref: ray.ObjectRef) -> None:
-        self.ref = ref
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self._ref: ray.ObjectRef | None = None
         self._cache: dict[str, torch.Tensor] | None = None
+
+    @property
+    def ref(self) -> ray.ObjectRef:
+        if self._ref is None:
+            self._ref = self.host.call("trainer", "packed_state")
+        return self._ref
 
     def _tensors(self) -> dict[str, torch.Tensor]:
         if self._cache is None:
@@ -46,14 +55,16 @@ class RayWorkerProxy(RolloutWorker):
     """A rollout (or validator) actor's worker, for the manager and validator: `rollout` and
     `pop_timings` as locally; prompt building and scoring happen in the actor."""
 
-    def __init__(self, runtime: RayRuntime, host: Host, role: str = "rollout") -> None:
-        self.runtime, self.host, self.role = runtime, host, role
+    def __init__(self, runtime: RayRuntime, host: Host, role: str = "rollout",
+                 route: Callable[[], Route] | None = None) -> None:
+        self.runtime, self.host, self.role, self.route = runtime, host, role, route
         self._timings: dict[str, float] = {}
 
     def rollout(self, items: list[Item], greedy: bool = False) -> list[Trajectory]:
         if not items:
             return []
-        trajs, timings = self.runtime.get(self.host, self.role, "rollout", items, greedy)
+        route = () if self.route is None else (self.route(),)  # HTTP inference: replicas + version
+        trajs, timings = self.runtime.get(self.host, self.role, "rollout", items, greedy, *route)
         for key, value in timings.items():
             self._add_time(key, value)
         return trajs
@@ -123,8 +134,8 @@ class RayTrainerProxy:
         return metrics
 
     def state_dict(self) -> StateRef:
-        """The weights as an object-store reference: the driver never copies them."""
-        return StateRef(self.host.call("trainer", "packed_state"))
+        """The weights, left in the actor: the driver never copies them."""
+        return StateRef(self.host)
 
     def save_checkpoint(self, folder: object) -> int:
         """The trainer's part of a run checkpoint, written by the actor (shared storage)."""

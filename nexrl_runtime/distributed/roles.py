@@ -7,23 +7,32 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import ray
 import torch
 
+from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.data.loader import Item
-from nexrl_runtime.distributed.layout import GroupPlan
+from nexrl_runtime.distributed.layout import GroupPlan, serves_over_http
 from nexrl_runtime.distributed.weights import PackedState, pack, unpack
 from nexrl_runtime.inference.base import Completion, InferenceEngine, SamplingParams
+from nexrl_runtime.inference.factory import client_engine, weight_pusher
 from nexrl_runtime.inference.local import LocalEngine
+from nexrl_runtime.inference.openai_client import OpenAIEngine, WeightPusher
 from nexrl_runtime.models import build_policy, build_tokenizer
 from nexrl_runtime.registry import resolve_class
 from nexrl_runtime.rollout.evaluator import Evaluator
 from nexrl_runtime.rollout.worker import WORKERS, RolloutWorker
 from nexrl_runtime.trainer import TRAINERS, Trainer
 from nexrl_runtime.types import Batch, Trajectory
+
+Route = tuple[int, list[str]]
+"""(policy version, replica URLs serving it): what the driver sends with each HTTP rollout call."""
+PENDING_URL = "http://replicas.pending.invalid"
+"""Where an HTTP worker points until its first rollout call names the replicas."""
 
 
 class RemoteEngine(InferenceEngine):
@@ -83,7 +92,15 @@ class WorkerRole:
         tokenizer = build_tokenizer(config.model)
         self.worker = worker_cls(engine, tokenizer, evaluator, config.rollout, config.run_name)
 
-    def rollout(self, items: list[Item], greedy: bool = False) -> tuple[list[Trajectory], dict[str, float]]:
+    def rollout(self, items: list[Item], greedy: bool = False, route: Route | None = None
+                ) -> tuple[list[Trajectory], dict[str, float]]:
+        """`route` (HTTP inference): the replicas serving the driver's current version, and that
+        version, which labels these completions (never newer than the weights that made them)."""
+        if route is not None:
+            version, urls = route
+            engine = self.worker.engine
+            assert isinstance(engine, OpenAIEngine), "a route is sent only to HTTP engines"
+            engine.use(urls, version)
         trajs = self.worker.rollout(items, greedy)
         return trajs, self.worker.pop_timings()
 
@@ -94,6 +111,7 @@ class TrainerRole:
     def __init__(self, config: NexRLConfig) -> None:
         self.config = config
         self.trainer: Trainer | None = None
+        self.pusher: WeightPusher | None = None
 
     def start(self, weights: PackedState) -> int:
         model, tok = build_policy(self.config.model)
@@ -109,6 +127,16 @@ class TrainerRole:
 
     def train_step(self, batch: Batch) -> dict[str, float]:
         return self._live().train_step(batch)
+
+    def push_weights(self, urls: list[str], version: int) -> dict[str, float]:
+        """Push this trainer's weights straight to the inference replicas at `urls` (HTTP
+        inference), over `inference.weight_sync`; returns the push's figures."""
+        if self.pusher is None:
+            self.pusher = weight_pusher(self.config.inference, urls, Path(self.config.output_dir))
+            if self.pusher is None:
+                raise ConfigError("inference.weight_sync: none cannot push new weights to the replicas")
+        self.pusher.push(self._live().state_dict(), version, urls)
+        return dict(getattr(self.pusher, "last", {}))
 
     def packed_state(self) -> PackedState:
         """Returned by value: Ray copies it into the object store once, engines read it from there."""
@@ -151,7 +179,7 @@ class ModuleHost:
         index: int,
         engine_names: list[str],
         namespace: str,
-        weights: PackedState,
+        weights: PackedState | None,
         version: int,
     ) -> None:
         if config.threads:
@@ -161,14 +189,24 @@ class ModuleHost:
         self.modules: dict[str, Any] = {}
         engine: InferenceEngine | None = None
         if "engine" in plan.roles:
+            assert weights is not None, "engine actors start from the driver's weights"
             self.modules["engine"] = EngineRole(config, index, weights, version)
             engine = self.modules["engine"].engine
         if "trainer" in plan.roles:
             self.modules["trainer"] = TrainerRole(config)
         for role in ("rollout", "validator"):
             if role in plan.roles:
-                target = engine or RemoteEngine(engine_names[index % len(engine_names)], namespace)
+                target = engine or self._engine_for(config, index, engine_names, namespace)
                 self.modules[role] = WorkerRole(config, target)
+
+    @staticmethod
+    def _engine_for(config: NexRLConfig, index: int, engine_names: list[str], namespace: str
+                    ) -> InferenceEngine:
+        """A worker's engine when none is colocated: its own HTTP client of the replicas (each
+        rollout call names them), else a named engine actor."""
+        if serves_over_http(config):
+            return client_engine(config.inference, [PENDING_URL])
+        return RemoteEngine(engine_names[index % len(engine_names)], namespace)
 
     def call(self, role: str, method: str, *args: Any, **kwargs: Any) -> Any:
         return getattr(self.modules[role], method)(*args, **kwargs)

@@ -59,14 +59,16 @@ class Host:
 class RayRuntime:
     """Creates every group actor (GPU groups in one placement group), keeps them alive, closes them."""
 
-    def __init__(self, config: NexRLConfig, state_dict: Mapping[str, torch.Tensor], with_validator: bool):
+    def __init__(self, config: NexRLConfig, state_dict: Mapping[str, torch.Tensor] | None,
+                 with_validator: bool):
+        """`state_dict`: the engine actors' first weights (None: no engine actors, HTTP inference)."""
         self.config = config
         self.plans = plan_groups(config, with_validator)
         self.namespace = ray.get_runtime_context().namespace
         self.run_tag = f"nexrl-{config.run_name}-{uuid.uuid4().hex[:8]}"
-        packed = pack(state_dict)
-        self.state_bytes = packed.nbytes
-        self.latest: tuple[ray.ObjectRef, int] = (ray.put(packed), 0)
+        packed = None if state_dict is None else pack(state_dict)
+        self.state_bytes = 0 if packed is None else packed.nbytes
+        self.latest: tuple[ray.ObjectRef | None, int] = (None if packed is None else ray.put(packed), 0)
         self.trainer_start: ray.ObjectRef | None = None
         self.checkpoint = Path(config.output_dir) / "ray_trainer_checkpoint.pt"
         self.checkpoint_step = 0  # the trainer step the checkpoint holds (0: none yet)

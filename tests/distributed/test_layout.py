@@ -52,7 +52,7 @@ def test_in_cluster_trainer_gpus_come_from_the_cluster_section() -> None:
 
 def test_roles_of_one_group_need_equal_counts() -> None:
     c = cfg("ray.colocate={main:[trainer,rollout]}", "rollout.num_workers=2")
-    with pytest.raises(ValueError, match=r"ray.colocate.main: roles .* same number of actors"):
+    with pytest.raises(ConfigError, match=r"ray.colocate.main: roles .* same number of actors"):
         plan_groups(c)
 
 

@@ -1,0 +1,141 @@
+"""launch_mode=ray with HTTP inference, on a real local Ray against two real local servers that one
+name resolves to (a headless Service's two pods): rollout actors balance over both, the trainer
+actor pushes every version to both, a replica that restarts is caught up before it serves again,
+and the replica and GPU counts the operator writes are checked at start."""
+
+from __future__ import annotations
+
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import torch
+from fake_openai_server import LocalServerState, create_app
+from safetensors.torch import load_file
+from threaded_server import ThreadedServer
+
+from nexrl_runtime.config import ConfigError
+from nexrl_runtime.config.schema import NexRLConfig
+from nexrl_runtime.inference import LocalEngine, discovery
+from nexrl_runtime.inference.vllm_weights import WEIGHTS_FILE
+from nexrl_runtime.models import build_policy
+from tests.distributed.conftest import ray_config, wait_for
+
+ray = pytest.importorskip("ray")
+from nexrl_runtime.distributed import RayController  # noqa: E402 - needs ray
+from nexrl_runtime.distributed.http_inference import open_route  # noqa: E402
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+ADDRESSES = ["127.0.0.2", "127.0.0.3"]
+SERVICE = "job-inference.team-a.svc"
+
+
+@dataclass
+class Pods:
+    """The two replicas: their states, servers, the shared port and the service URL."""
+
+    cfg: NexRLConfig
+    states: list[LocalServerState]
+    servers: list[ThreadedServer]
+    port: int
+
+    def start(self, i: int, seed: int) -> None:
+        """(Re)start replica `i` with fresh weights, as a restarted pod loads its model path."""
+        torch.manual_seed(seed)
+        model, tok = build_policy(self.cfg.model)
+        self.states[i] = LocalServerState(LocalEngine(model, tok.pad_token_id, tok.eos_token_id, seed))
+        app = create_app(self.states[i])
+        self.servers[i] = ThreadedServer(app, host=ADDRESSES[i], port=self.port).start()
+
+    def completions(self, i: int) -> int:
+        return sum(p == "/v1/completions" for _, p, _ in self.states[i].requests)
+
+
+def http_config(tmp_path: Path, port: int, *overrides: str) -> NexRLConfig:
+    return ray_config(tmp_path, [
+        "total_steps=6", "inference.engine=openai", "inference.served_model_name=policy",
+        f"cluster.inference.base_urls=[http://{SERVICE}:{port}]", "cluster.inference.replicas=2",
+        "cluster.rollout_workers=2", "rollout.num_workers=1", "inference.refresh_s=0.2",
+        "weight_sync.mode=batch-async", "weight_sync.staleness=1", *overrides,
+    ])  # fmt: skip
+
+
+@pytest.fixture
+def pods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pods]:
+    monkeypatch.setattr(discovery, "resolve_all", lambda host: list(ADDRESSES) if host == SERVICE else [])
+    probe = socket.create_server((ADDRESSES[0], 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    cfg = http_config(tmp_path, port)
+    p = Pods(cfg, [None, None], [None, None], port)  # type: ignore[list-item]
+    for i in range(2):
+        p.start(i, seed=10 + i)
+    yield p
+    for server in p.servers:
+        if server.thread.is_alive():
+            server.stop()
+
+
+def test_rollout_actors_use_both_replicas_and_the_trainer_pushes_every_version_to_each(
+    tmp_path: Path, pods: Pods
+) -> None:
+    ctrl = RayController(pods.cfg, echo=None)
+    assert ctrl._runtime.role_hosts("engine") == []  # no engine actors: the replicas generate
+    assert len(ctrl._runtime.role_hosts("rollout")) == 2  # cluster.rollout_workers, not the recipe's 1
+    summary = ctrl.run()
+    assert summary.steps == 6 and summary.stats["weight_pushes"] == 6
+    assert summary.stats["trainer_pushes"] == 6 and summary.stats["driver_pushes"] == 0
+    assert all(pods.completions(i) > 0 for i in range(2)), "rollouts reached only one replica"
+    assert [s.weight_version for s in pods.states] == ["6", "6"]
+    reloads = [sum(p == "/collective_rpc" for _, p, _ in s.requests) for s in pods.states]
+    assert reloads == [6, 6]
+    pushed = load_file(str(tmp_path / "weights" / WEIGHTS_FILE))
+    for state in pods.states:
+        served = state.engine.model.state_dict()
+        assert all(torch.equal(served[k], pushed[k]) for k in pushed)
+    rows = [r for r in ctrl.tracker.history if r["phase"] == "rl" and r["step"] > 0]
+    assert max(r["staleness_max"] for r in rows) <= 1
+
+
+def test_a_restarted_replica_is_caught_up_before_it_serves_again(pods: Pods, monkeypatch) -> None:
+    ctrl = RayController(pods.cfg, echo=None)
+    keeper = ctrl.engine_group.keeper
+    log = ctrl.tracker.log
+    restarted_at: list[int] = []
+
+    def log_then_restart(step: int, metrics: dict, phase: str = "rl") -> None:
+        log(step, metrics, phase)
+        if phase == "rl" and step == 2:
+            pods.servers[1].stop()  # the pod dies (the driver notices within a refresh) ...
+            gone = f"http://{ADDRESSES[1]}:{pods.port}"
+            wait_for(lambda: gone not in keeper.current(), 10, "the keeper to drop the dead replica")
+            pods.start(1, seed=99)  # ... and comes back with the base model
+            restarted_at.append(len(pods.states[1].requests))
+            # no push can happen while this step's log blocks the loop: only a catch-up brings it back
+            wait_for(lambda: gone in keeper.current(), 10, "the restarted replica to serve again")
+
+    monkeypatch.setattr(ctrl.tracker, "log", log_then_restart)
+    summary = ctrl.run()
+    assert summary.steps == 6 and restarted_at
+    assert summary.stats["replicas_caught_up"] >= 1
+    after = [p for _, p, _ in pods.states[1].requests]
+    first_reload = after.index("/collective_rpc")
+    assert "/v1/completions" not in after[:first_reload], "served before it had the current weights"
+    assert pods.states[1].weight_version == "6" and pods.completions(1) > 0
+
+
+def test_the_replica_and_gpu_counts_of_the_cluster_section_are_checked(pods: Pods) -> None:
+    cfg = pods.cfg
+    with pytest.raises(ConfigError, match=r"cluster.inference.replicas: the job has 1 inference replicas, b"):
+        open_route(cfg.model_copy(update={"cluster": cfg.cluster.model_copy(
+            update={"inference": cfg.cluster.inference.model_copy(update={"replicas": 1})})}))
+    with pytest.raises(ConfigError, match=r"cluster.inference.gpus_per_replica: each replica should span 2"):
+        open_route(cfg.model_copy(update={"cluster": cfg.cluster.model_copy(
+            update={"inference": cfg.cluster.inference.model_copy(update={"gpus_per_replica": 2})})}))
+    pods.servers[1].stop()
+    slow = cfg.model_copy(update={"inference": cfg.inference.model_copy(update={"ready_timeout_s": 0.5})})
+    with pytest.raises(TimeoutError, match="1 of 2 inference replicas ready"):
+        open_route(slow)
+    wait_for(lambda: not pods.servers[1].thread.is_alive(), 10, "the stopped server")
