@@ -139,3 +139,23 @@ def test_the_replica_and_gpu_counts_of_the_cluster_section_are_checked(pods: Pod
     with pytest.raises(TimeoutError, match="1 of 2 inference replicas ready"):
         open_route(slow)
     wait_for(lambda: not pods.servers[1].thread.is_alive(), 10, "the stopped server")
+
+
+def test_training_service_on_ray_the_service_trains_and_its_weights_reach_both_replicas(
+    tmp_path: Path, pods: Pods
+) -> None:
+    from tests.integration.test_trainer_service import max_gap, service
+
+    with service(http_config(tmp_path / "service", pods.port, "seed=7")) as client:
+        cfg = http_config(tmp_path / "run", pods.port, "mode=training-service", "total_steps=3",
+                          "warm_start.steps=2", f"cluster.trainer.base_url={client.base_url}")
+        ctrl = RayController(cfg, echo=None)
+        assert ctrl._runtime.role_hosts("trainer") == []  # the service trains
+        summary = ctrl.run()
+        served = client.get_weights()
+    # the warm start's weights (version 0), then one push per step, all from the driver
+    assert summary.steps == 3 and summary.stats["driver_pushes"] == 4 and summary.stats["trainer_pushes"] == 0
+    assert [s.weight_version for s in pods.states] == ["3", "3"]
+    for state in pods.states:
+        assert max_gap(served, state.engine.model.state_dict()) == 0.0
+    assert all(pods.completions(i) > 0 for i in range(2))
