@@ -257,6 +257,9 @@ class RayConfig(Strict):
     engine_replicas: int | None = Field(
         None, ge=1, description="default: one per rollout worker when colocated with rollout, else 1"
     )
+    trainer_ranks: int = Field(
+        1, ge=1, description="trainer actors, one FSDP2 rank each (in a cluster: trainer nodes x GPUs/node)"
+    )
     colocate: dict[str, list[RayRoleName]] = Field(
         default_factory=lambda: {"rollout": ["rollout", "engine"], "trainer": ["trainer", "validator"]},
         description="colocation groups: the roles listed share one actor (per instance)",

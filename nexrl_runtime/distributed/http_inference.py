@@ -19,9 +19,8 @@ import torch
 
 from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.config.schema import NexRLConfig
-from nexrl_runtime.distributed.proxies import StateRef
+from nexrl_runtime.distributed.proxies import RayTrainerProxy, StateRef
 from nexrl_runtime.distributed.roles import Route
-from nexrl_runtime.distributed.runtime import RayRuntime
 from nexrl_runtime.inference.base import Completion, InferenceEngine, SamplingParams
 from nexrl_runtime.inference.discovery import ReplicaKeeper
 from nexrl_runtime.inference.factory import start_vllm, weight_pusher
@@ -63,7 +62,7 @@ class ReplicaRoute(InferenceEngine):
     def __init__(self, config: NexRLConfig, keeper: ReplicaKeeper, pusher: WeightPusher | None,
                  servers: list[VLLMServer]) -> None:
         self.config, self.keeper, self.pusher, self.servers = config, keeper, pusher, servers
-        self.runtime: RayRuntime | None = None
+        self.trainer: RayTrainerProxy | None = None  # set once the trainer actors exist
         self.push_seconds: list[float] = []
         self.partial_pushes = 0
         self.trainer_pushes = self.driver_pushes = 0
@@ -100,8 +99,8 @@ class ReplicaRoute(InferenceEngine):
         self.push_seconds.append(time.perf_counter() - start)
 
     def _push(self, state_dict: Mapping[str, torch.Tensor], version: int, urls: list[str]) -> None:
-        if isinstance(state_dict, StateRef) and self.runtime is not None:  # the trainer actor's weights
-            self.runtime.get(state_dict.host, "trainer", "push_weights", urls, version)
+        if isinstance(state_dict, StateRef) and self.trainer is not None:  # the trainer actors' weights
+            self.trainer.push_weights(urls, version)
             self.trainer_pushes += 1
             return
         self.driver_pushes += 1

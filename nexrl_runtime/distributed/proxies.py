@@ -7,6 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import ray
 import torch
@@ -22,18 +23,20 @@ from nexrl_runtime.types import Batch, Trajectory
 
 
 class StateRef(Mapping[str, torch.Tensor]):
-    """The trainer actor's weights, left where they are: `ref` puts them in the object store (for
-    engine actors), an HTTP push asks `host` to push them itself; reading them fetches them."""
+    """The trainer actors' weights, left where they are: `ref` puts them in the object store (for
+    engine actors; every rank takes part in the gather, rank 0's is the state), an HTTP push asks the
+    trainer to push them itself; reading them fetches them."""
 
-    def __init__(self, host: Host) -> None:
-        self.host = host
+    def __init__(self, hosts: list[Host]) -> None:
+        self.hosts = hosts
         self._ref: ray.ObjectRef | None = None
         self._cache: dict[str, torch.Tensor] | None = None
 
     @property
     def ref(self) -> ray.ObjectRef:
         if self._ref is None:
-            self._ref = self.host.call("trainer", "packed_state")
+            refs = [h.call("trainer", "packed_state") for h in self.hosts]  # all ranks gather
+            self._ref = refs[0]
         return self._ref
 
     def _tensors(self) -> dict[str, torch.Tensor]:
@@ -115,40 +118,52 @@ class EngineGroup(InferenceEngine):
 
 
 class RayTrainerProxy:
-    """The trainer actor (a TrainerLike); on its death the runtime applies ray.trainer_failure, and
-    with restart-from-checkpoint the step is retried on the restored trainer."""
+    """The trainer actors (a TrainerLike): one, or one per FSDP2 rank, each call made on all ranks
+    at once and rank 0's answer returned. On a death the runtime applies ray.trainer_failure; with
+    restart-from-checkpoint (one rank) the step is retried on the restored trainer."""
 
     def __init__(self, runtime: RayRuntime, config: NexRLConfig, state_dict: Mapping[str, torch.Tensor]):
         self.runtime = runtime
-        self.host = runtime.role_hosts("trainer")[0]
+        self.hosts = runtime.role_hosts("trainer")
         self.checkpoint_every = config.ray.checkpoint_every
         self.keep_checkpoints = config.ray.trainer_failure == "restart-from-checkpoint"
         runtime.trainer_start = ray.put(pack(state_dict))
-        self.global_step = runtime.get(self.host, "trainer", "start", runtime.trainer_start)
+        ranks = len(self.hosts)
+        master = self.runtime.get(self.hosts[0], "trainer", "rendezvous") if ranks > 1 else None
+        self.global_step = self._call("start", runtime.trainer_start, ranks, master)
+
+    def _call(self, method: str, *args: object) -> Any:
+        if len(self.hosts) == 1:
+            return self.runtime.get(self.hosts[0], "trainer", method, *args)
+        return self.runtime.get_all(self.hosts, "trainer", method, *args)[0]
 
     def train_step(self, batch: Batch) -> dict[str, float]:
-        metrics = self.runtime.get(self.host, "trainer", "train_step", batch)
+        metrics = self._call("train_step", ray.put(batch) if len(self.hosts) > 1 else batch)
         self.global_step += 1
         if self.keep_checkpoints and self.global_step % self.checkpoint_every == 0:
             self.save(self.runtime.checkpoint)
         return metrics
 
     def state_dict(self) -> StateRef:
-        """The weights, left in the actor: the driver never copies them."""
-        return StateRef(self.host)
+        """The weights, left in the actors: the driver never copies them."""
+        return StateRef(self.hosts)
+
+    def push_weights(self, urls: list[str], version: int) -> None:
+        """The trainer pushes to the inference replicas itself (rank 0, after gathering)."""
+        self._call("push_weights", urls, version)
 
     def save_checkpoint(self, folder: object) -> int:
         """The trainer's part of a run checkpoint, written by the actor (shared storage)."""
-        return self.runtime.get(self.host, "trainer", "save_checkpoint", str(folder))
+        return self._call("save_checkpoint", str(folder))
 
     def load_checkpoint(self, folder: object) -> int:
         """Restore a run checkpoint in the actor; a later trainer restart restores this state too."""
-        self.global_step = self.runtime.get(self.host, "trainer", "load_checkpoint", str(folder))
+        self.global_step = self._call("load_checkpoint", str(folder))
         if self.keep_checkpoints:
             self.save(self.runtime.checkpoint)
         return self.global_step
 
     def save(self, path: object) -> None:
-        step = self.runtime.get(self.host, "trainer", "save", str(path))
+        step = self._call("save", str(path))
         if Path(str(path)) == self.runtime.checkpoint:
             self.runtime.checkpoint_step = step

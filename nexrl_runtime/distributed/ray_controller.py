@@ -17,7 +17,7 @@ from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.controller import Controller, RunSummary
 from nexrl_runtime.distributed.driver import connect
 from nexrl_runtime.distributed.http_inference import ReplicaRoute, open_route
-from nexrl_runtime.distributed.layout import serves_over_http
+from nexrl_runtime.distributed.layout import check_trainer_ranks, serves_over_http
 from nexrl_runtime.distributed.proxies import EngineGroup, RayTrainerProxy, RayWorkerProxy
 from nexrl_runtime.distributed.roles import Route
 from nexrl_runtime.distributed.runtime import RayRuntime
@@ -32,6 +32,7 @@ class RayController(Controller):
     launch_modes = ("ray",)
 
     def __init__(self, config: NexRLConfig, echo: TextIO | None = sys.stdout):
+        check_trainer_ranks(config)
         connect(config)
         self.runtime: RayRuntime | None = None
         self.engine_group: EngineGroup | ReplicaRoute | None = None
@@ -58,7 +59,7 @@ class RayController(Controller):
             self.engine_group = EngineGroup(self.runtime)
             return self.engine_group
         route = self.engine_group = open_route(self.cfg)
-        route.runtime = self.runtime = RayRuntime(self.cfg, None, with_validator)
+        self.runtime = RayRuntime(self.cfg, None, with_validator)
         return route
 
     def _route(self) -> Callable[[], Route] | None:
@@ -71,7 +72,10 @@ class RayController(Controller):
     def _build_trainer(self) -> TrainerLike:
         if not self._runtime.role_hosts("trainer"):  # training-service mode: the service trains
             return super()._build_trainer()
-        return RayTrainerProxy(self._runtime, self.cfg, self.model.state_dict())
+        trainer = RayTrainerProxy(self._runtime, self.cfg, self.model.state_dict())
+        if isinstance(self.engine_group, ReplicaRoute):
+            self.engine_group.trainer = trainer  # pushes of its weights: from the trainer actors
+        return trainer
 
     def run(self) -> RunSummary:
         try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from nexrl_runtime.registry import resolve_class
 from nexrl_runtime.rollout.evaluator import Evaluator
 from nexrl_runtime.rollout.worker import WORKERS, RolloutWorker
 from nexrl_runtime.trainer import TRAINERS, Trainer
+from nexrl_runtime.trainer.fsdp import RankGroup, build_sharded_trainer
 from nexrl_runtime.types import Batch, Trajectory
 
 Route = tuple[int, list[str]]
@@ -106,19 +108,37 @@ class WorkerRole:
 
 
 class TrainerRole:
-    """The trainer, built by `start` from the driver's weights (after any warm start)."""
+    """The trainer, built by `start` from the driver's weights (after any warm start). With several
+    ranks, actor `rank` is one FSDP2 rank of the group, and every call is a collective: the driver
+    makes it on all ranks at once; rank 0's answer is the trainer's."""
 
-    def __init__(self, config: NexRLConfig) -> None:
-        self.config = config
+    def __init__(self, config: NexRLConfig, rank: int = 0) -> None:
+        self.config, self.rank = config, rank
         self.trainer: Trainer | None = None
         self.pusher: WeightPusher | None = None
 
-    def start(self, weights: PackedState) -> int:
+    def rendezvous(self) -> str:
+        """'host:port' for the rank group's store: this actor's node address and a free port."""
+        address = ray.util.get_node_ip_address()
+        with socket.socket() as probe:
+            probe.bind((address, 0))
+            return f"{address}:{probe.getsockname()[1]}"
+
+    def start(self, weights: PackedState, world_size: int = 1, master: str | None = None) -> int:
         model, tok = build_policy(self.config.model)
         model.load_state_dict(unpack(weights))
         cls = resolve_class(self.config.trainer.type, TRAINERS, Trainer, self.config.recipe_dir)
-        self.trainer = cls(model, self.config.trainer, tok.pad_token_id)
+        if world_size == 1:
+            self.trainer = cls(model, self.config.trainer, tok.pad_token_id)
+        else:
+            ranks = RankGroup.init(rank=self.rank, world_size=world_size, master=master)
+            self.trainer = build_sharded_trainer(cls, model, self.config.trainer, tok.pad_token_id, ranks)
         return self.trainer.global_step
+
+    def place(self) -> tuple[int, int]:
+        """(rank, world size) of this trainer's process group; (0, 1) for a single rank."""
+        group = getattr(self._live(), "ranks", None)
+        return (group.rank, group.world_size) if group is not None else (0, 1)
 
     def _live(self) -> Trainer:
         if self.trainer is None:
@@ -131,11 +151,14 @@ class TrainerRole:
     def push_weights(self, urls: list[str], version: int) -> dict[str, float]:
         """Push this trainer's weights straight to the inference replicas at `urls` (HTTP
         inference), over `inference.weight_sync`; returns the push's figures."""
+        state = self._live().state_dict()  # a collective with several ranks: the full state on rank 0
+        if self.rank != 0:
+            return {}
         if self.pusher is None:
             self.pusher = weight_pusher(self.config.inference, urls, Path(self.config.output_dir))
             if self.pusher is None:
                 raise ConfigError("inference.weight_sync: none cannot push new weights to the replicas")
-        self.pusher.push(self._live().state_dict(), version, urls)
+        self.pusher.push(state, version, urls)
         return dict(getattr(self.pusher, "last", {}))
 
     def packed_state(self) -> PackedState:
@@ -188,14 +211,15 @@ class ModuleHost:
         torch.manual_seed(config.seed + index)
         self.modules: dict[str, Any] = {}
         engine: InferenceEngine | None = None
-        if "engine" in plan.roles:
+        roles = plan.roles_of(index)
+        if "engine" in roles:
             assert weights is not None, "engine actors start from the driver's weights"
             self.modules["engine"] = EngineRole(config, index, weights, version)
             engine = self.modules["engine"].engine
-        if "trainer" in plan.roles:
-            self.modules["trainer"] = TrainerRole(config)
+        if "trainer" in roles:
+            self.modules["trainer"] = TrainerRole(config, rank=index)
         for role in ("rollout", "validator"):
-            if role in plan.roles:
+            if role in roles:
                 target = engine or self._engine_for(config, index, engine_names, namespace)
                 self.modules[role] = WorkerRole(config, target)
 

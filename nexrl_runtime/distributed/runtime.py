@@ -153,7 +153,7 @@ class RayRuntime:
             return False
 
     def _replace(self, host: Host) -> None:
-        roles = host.plan.roles
+        roles = host.plan.roles_of(host.index)
         policy = self.config.ray.trainer_failure
         if "trainer" in roles and policy == "fail":
             raise TrainerFailed(f"trainer actor {host.name} died (ray.trainer_failure=fail)")
@@ -196,6 +196,22 @@ class RayRuntime:
                     raise
                 self.heal()
         raise RuntimeError(f"{role}.{method} on {host.name} kept failing on dead actors")
+
+    def get_all(self, hosts: list[Host], role: str, method: str, *args: Any) -> list[Any]:
+        """Call every host at once and wait for all: a collective of the trainer's ranks. A dead
+        rank fails the call at once (its peers would wait in the collective): heal() applies
+        ray.trainer_failure, and the error is raised."""
+        refs = [h.call(role, method, *args) for h in hosts]
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done[0])
+        except Exception as err:
+            if is_actor_death(err):
+                self.heal()
+            raise
+        return ray.get(refs)
 
     # -- weights --------------------------------------------------------------------------------
     def push(self, weights: ray.ObjectRef, version: int) -> None:
