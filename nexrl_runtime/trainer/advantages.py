@@ -25,10 +25,12 @@ ADVANTAGES: dict[str, AdvantageFn] = {}
 
 
 def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
-    """Decorator: register `fn` as the advantage estimator `name` (a name may be registered once)."""
+    """Decorator: register `fn` as the advantage estimator `name`. A name is taken once (the same
+    function loaded again, e.g. its recipe file re-imported, replaces itself)."""
 
     def add(fn: AdvantageFn) -> AdvantageFn:
-        if ADVANTAGES.get(name, fn) is not fn:
+        old = ADVANTAGES.get(name, fn)
+        if (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
             raise ValueError(f"advantage estimator {name!r} is already registered ({ADVANTAGES[name]!r})")
         ADVANTAGES[name] = fn
         return fn
