@@ -52,12 +52,15 @@ HASH_EXCLUDED: tuple[str, ...] = (
     "inference.weights_dir",
     "ray.address",
     "ray.ready_timeout_s",
+    "inference.ready_timeout_s",
+    "inference.refresh_s",
 )
 # Fields added after checkpoints already existed: left out of the hash while at these defaults,
 # so a checkpoint written before they existed stays resumable by a config that does not use them.
 HASH_LATER_DEFAULTS: dict[str, Any] = {
     "trainer.lr_schedule": {"kind": "constant", "warmup_steps": 0, "decay_steps": None, "min_lr_ratio": 0.0},
     "trainer.recompute_old_logprobs": False,
+    "ray.trainer_ranks": 1,
 }
 
 
