@@ -5,77 +5,22 @@ and the replica and GPU counts the operator writes are checked at start."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import torch
-from fake_openai_server import LocalServerState, create_app
 from safetensors.torch import load_file
-from threaded_server import ThreadedServer
 
 from nexrl_runtime.config import ConfigError
-from nexrl_runtime.config.schema import NexRLConfig
-from nexrl_runtime.inference import LocalEngine, discovery
 from nexrl_runtime.inference.vllm_weights import WEIGHTS_FILE
-from nexrl_runtime.models import build_policy
-from tests.distributed.conftest import ray_config, wait_for
+from tests.distributed.conftest import wait_for
+from tests.distributed.replicas import ADDRESSES, Pods, http_config
 
 ray = pytest.importorskip("ray")
 from nexrl_runtime.distributed import RayController  # noqa: E402 - needs ray
 from nexrl_runtime.distributed.http_inference import open_route  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-ADDRESSES = ["127.0.0.2", "127.0.0.3"]
-SERVICE = "job-inference.team-a.svc"
-
-
-@dataclass
-class Pods:
-    """The two replicas: their states, servers, the shared port and the service URL."""
-
-    cfg: NexRLConfig
-    states: list[LocalServerState]
-    servers: list[ThreadedServer]
-    port: int
-
-    def start(self, i: int, seed: int) -> None:
-        """(Re)start replica `i` with fresh weights, as a restarted pod loads its model path."""
-        torch.manual_seed(seed)
-        model, tok = build_policy(self.cfg.model)
-        self.states[i] = LocalServerState(LocalEngine(model, tok.pad_token_id, tok.eos_token_id, seed))
-        app = create_app(self.states[i])
-        self.servers[i] = ThreadedServer(app, host=ADDRESSES[i], port=self.port).start()
-
-    def completions(self, i: int) -> int:
-        return sum(p == "/v1/completions" for _, p, _ in self.states[i].requests)
-
-
-def http_config(tmp_path: Path, port: int, *overrides: str) -> NexRLConfig:
-    return ray_config(tmp_path, [
-        "total_steps=6", "inference.engine=openai", "inference.served_model_name=policy",
-        f"cluster.inference.base_urls=[http://{SERVICE}:{port}]", "cluster.inference.replicas=2",
-        "cluster.rollout_workers=2", "rollout.num_workers=1", "inference.refresh_s=0.2",
-        "weight_sync.mode=batch-async", "weight_sync.staleness=1", *overrides,
-    ])  # fmt: skip
-
-
-@pytest.fixture
-def pods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Pods]:
-    monkeypatch.setattr(discovery, "resolve_all", lambda host: list(ADDRESSES) if host == SERVICE else [])
-    probe = socket.create_server((ADDRESSES[0], 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    cfg = http_config(tmp_path, port)
-    p = Pods(cfg, [None, None], [None, None], port)  # type: ignore[list-item]
-    for i in range(2):
-        p.start(i, seed=10 + i)
-    yield p
-    for server in p.servers:
-        if server.thread.is_alive():
-            server.stop()
 
 
 def test_rollout_actors_use_both_replicas_and_the_trainer_pushes_every_version_to_each(

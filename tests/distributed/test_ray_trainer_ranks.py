@@ -7,13 +7,17 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from nexrl_runtime.config import ConfigError
+from nexrl_runtime.distributed.weights import unpack
 from tests.distributed.conftest import ray_config
+from tests.distributed.replicas import http_config
 from tests.integration.test_sync_modes import SMALL
 
 ray = pytest.importorskip("ray")
 from nexrl_runtime.distributed import RayController  # noqa: E402 - needs ray
+from nexrl_runtime.distributed.proxies import StateRef  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 COMMON = ["total_steps=4", "rollout.num_workers=1", "trainer.grpo.entropy_coef=0.05", "threads=1",
@@ -57,3 +61,27 @@ def test_what_several_ranks_cannot_do_yet_is_refused_before_any_actor(
 ) -> None:
     with pytest.raises(ConfigError, match=said):
         RayController(ray_config(tmp_path, [*SMALL, "ray.trainer_ranks=2", *overrides]), echo=None)
+
+
+def test_two_ranks_push_the_gathered_weights_to_every_replica_bitwise(
+    tmp_path: Path, pods, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP inference with 2 trainer ranks: rank 0 gathers the sharded policy and pushes it; after
+    each step both replicas serve exactly (bitwise) what the ranks hold."""
+    cfg = http_config(tmp_path, pods.port, "total_steps=3", "ray.trainer_ranks=2", "ray.trainer.num_cpus=0.5",
+                      "threads=1")
+    ctrl = RayController(cfg, echo=None)
+    log, checked = ctrl.tracker.log, []
+
+    def log_then_compare(step: int, metrics: dict, phase: str = "rl") -> None:
+        log(step, metrics, phase)
+        if phase == "rl" and step > 0:
+            held = unpack(ray.get(StateRef(ctrl._runtime.role_hosts("trainer")).ref))
+            for state in pods.states:
+                served = state.engine.model.state_dict()
+                assert all(torch.equal(served[k], held[k]) for k in held), step
+            checked.append(step)
+
+    monkeypatch.setattr(ctrl.tracker, "log", log_then_compare)
+    summary = ctrl.run()
+    assert checked == [1, 2, 3] and summary.stats["trainer_pushes"] == 3
