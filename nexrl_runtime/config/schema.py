@@ -302,6 +302,11 @@ class RayConfig(Strict):
     trainer_failure: Literal["fail", "restart-from-checkpoint"] = "fail"
     checkpoint_every: int = Field(1, ge=1, description="trainer checkpoints (restart-from-checkpoint)")
     ready_timeout_s: float = Field(300.0, gt=0.0, description="wait for actors / placement groups")
+    call_timeout_s: float | None = Field(
+        1800.0, gt=0.0,
+        description="a rollout/validator/engine actor that has not answered a call after this long is "
+        "reported hung, replaced, and the call retried (null: wait forever); the trainer is never timed out",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RayConfig:

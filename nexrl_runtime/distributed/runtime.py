@@ -9,6 +9,7 @@ call is retried. A replaced actor keeps its name, so remote engines are found ag
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from nexrl_runtime.distributed.roles import ModuleHost
 from nexrl_runtime.distributed.weights import pack
 
 PING_TIMEOUT_S = 30.0
+log = logging.getLogger(__name__)
 
 
 class TrainerFailed(RuntimeError):
@@ -73,6 +75,7 @@ class RayRuntime:
         self.checkpoint = Path(config.output_dir) / "ray_trainer_checkpoint.pt"
         self.checkpoint_step = 0  # the trainer step the checkpoint holds (0: none yet)
         self.restarts = {"rollout": 0, "engine": 0, "validator": 0, "trainer": 0}
+        self.hung = dict.fromkeys(self.restarts, 0)
         self.closed = False
         self._lock = threading.Lock()
         self._remote = ray.remote(ModuleHost)
@@ -187,15 +190,23 @@ class RayRuntime:
         raise RuntimeError(f"Ray still lists dead actor {name} after {timeout:.0f}s")
 
     def get(self, host: Host, role: str, method: str, *args: Any) -> Any:
-        """Call and wait; on an actor death heal and retry (bounded by the restart budget)."""
+        """Call and wait; on an actor death, or a non-trainer actor silent past
+        `ray.call_timeout_s` (killed as hung), heal and retry (bounded by the restart budget)."""
+        timeout = None if role == "trainer" else self.config.ray.call_timeout_s
         for _ in range(self.config.ray.max_restarts + 2):
             try:
-                return ray.get(host.call(role, method, *args))
+                return ray.get(host.call(role, method, *args), timeout=timeout)
+            except ray.exceptions.GetTimeoutError:
+                log.warning("actor %s (%s.%s) did not answer within %.0f s: replacing it as hung",
+                            host.name, role, method, timeout)
+                self.hung[role] += 1
+                ray.kill(host.handle, no_restart=True)
+                self.heal()
             except Exception as err:
                 if not is_actor_death(err):
                     raise
                 self.heal()
-        raise RuntimeError(f"{role}.{method} on {host.name} kept failing on dead actors")
+        raise RuntimeError(f"{role}.{method} on {host.name} kept failing on dead or hung actors")
 
     def get_all(self, hosts: list[Host], role: str, method: str, *args: Any) -> list[Any]:
         """Call every host at once and wait for all: a collective of the trainer's ranks. A dead
@@ -232,6 +243,7 @@ class RayRuntime:
 
     def stats(self) -> dict[str, float]:
         out = {f"restarts_{role}": float(n) for role, n in self.restarts.items()}
+        out.update({f"hung_{role}": float(n) for role, n in self.hung.items() if role != "trainer"})
         out["ray_actor_calls"] = float(sum(h.calls for h in self.all_hosts()))
         return out
 
