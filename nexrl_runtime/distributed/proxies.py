@@ -12,6 +12,7 @@ from typing import Any
 import ray
 import torch
 
+from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.data.loader import Item
 from nexrl_runtime.distributed.roles import Route
@@ -104,7 +105,10 @@ class EngineGroup(InferenceEngine):
     def set_rng_states(self, states: list[torch.Tensor]) -> None:
         hosts = self.runtime.role_hosts("engine")
         if len(states) != len(hosts):
-            raise ValueError(f"the checkpoint has {len(states)} engine generators, the run {len(hosts)}")
+            raise ConfigError(
+                f"ray.engine_replicas / rollout.num_workers: the checkpoint has {len(states)} engine "
+                f"generators, this run {len(hosts)} engine actors; resume with the same layout"
+            )
         for host, state in zip(hosts, states, strict=True):
             self.runtime.get(host, "engine", "set_rng_states", [state])
 

@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
+from nexrl_runtime.config.errors import ConfigError
+
 log = logging.getLogger(__name__)
 
 Resolver = Callable[[str], list[str]]
@@ -56,7 +58,9 @@ def expand(urls: Sequence[str], resolver: Resolver = resolve_all) -> list[str]:
     for url in urls:
         host = urlsplit(url).hostname
         if not host:
-            raise ValueError(f"inference URL {url!r} has no host")
+            raise ConfigError(
+                f"inference.base_urls: {url!r} has no host name (expected e.g. http://job-inference:8000)"
+            )
         if _is_ip(host):
             out.append(url.rstrip("/"))
         else:

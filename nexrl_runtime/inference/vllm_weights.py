@@ -26,6 +26,7 @@ import httpx
 import torch
 from safetensors.torch import save_file
 
+from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.inference.http_util import check
 
 T = TypeVar("T")
@@ -202,7 +203,7 @@ class NcclWeightPusher:
     ) -> None:
         host, _, port = master.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError(f"NCCL master must be 'host:port', got {master!r}")
+            raise ConfigError(f"inference.nccl_master: must be 'host:port' (got {master!r})")
         self.master_address, self.master_port = host, int(port)
         self.control = ServerControl(base_urls, timeout_s)
         self.plane: NcclDataPlane = plane or VllmNcclDataPlane()

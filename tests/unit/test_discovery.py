@@ -10,6 +10,7 @@ import pytest
 from fake_openai_server import LocalServerState, create_app
 from threaded_server import ThreadedServer
 
+from nexrl_runtime.config import ConfigError
 from nexrl_runtime.inference.discovery import ReplicaKeeper, expand, is_current, resolve_all, with_host
 from nexrl_runtime.inference.openai_client import ReplicaSet
 from tests.unit.test_openai_client import tiny_engine
@@ -31,7 +32,7 @@ def test_a_name_expands_to_one_url_per_address_and_an_ip_stays_one() -> None:
     assert expand(["http://inf.team-a.svc:1", "http://10.1.0.5:1"], resolver) == [
         "http://10.1.0.5:1", "http://10.1.0.6:1"]  # duplicates once
     assert with_host("https://x:9/a/", "::1") == "https://[::1]:9/a"
-    with pytest.raises(ValueError, match="has no host"):
+    with pytest.raises(ConfigError, match="has no host"):
         expand(["http://:80"], resolver)
 
 
