@@ -19,7 +19,9 @@ VALUE_SETS: dict[str, dict[str, Any]] = {
     "default": {},
     "single-namespace": {"watchNamespaces": ["team-a", "team-b"]},
     "metrics": {"metrics": {"enabled": True,
-                            "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
+                            "serviceMonitor": {"enabled": True, "labels": {"release": "prom"}}},
+                "runtime": {"namespaces": ["team-a", "team-b"],
+                            "podMonitor": {"enabled": True, "labels": {"release": "prom"}}}},
     "custom-images": {
         "image": {"repository": "registry.example.com/ml/nexrl-operator", "tag": "0.2.0-rc1",
                   "pullPolicy": "Always"},
@@ -47,10 +49,11 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"operator": {"statusInterval": 0}}, "/operator/statusInterval"),
     ({"metrics": {"port": 70000}}, "/metrics/port"),
     ({"metrics": {"serviceMonitor": {"interval": "often"}}}, "/metrics/serviceMonitor/interval"),
+    ({"runtime": {"podMonitor": {"enabled": "yes"}}}, "/runtime/podMonitor/enabled"),
     ({"podSecurityContext": {"runAsNonRoot": False}}, "/podSecurityContext/runAsNonRoot"),
     ({"resources": {"limit": {"cpu": 1}}}, "'limit' not allowed"),
 ]
-NOT_CORE = {"ServiceMonitor", "NexRLQuota"}  # CRD kinds that kubernetes-validate does not know
+NOT_CORE = {"ServiceMonitor", "PodMonitor", "NexRLQuota"}  # CRD kinds that kubernetes-validate does not know
 QUOTA = {"create": True, "name": "cluster", "spec": {"gpus": 16, "maxGpusPerJob": 8}}
 
 
@@ -199,6 +202,30 @@ def test_metrics_service_and_service_monitor(helm: Helm) -> None:
     assert monitor["metadata"]["labels"]["release"] == "prom"
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     assert [e["port"] for e in monitor["spec"]["endpoints"]] == [p["name"] for p in service["spec"]["ports"]]
+
+
+def test_pod_monitor_scrapes_the_heads_the_operator_builds(helm: Helm) -> None:
+    """The chart's PodMonitor selects exactly the head pods the operator's RayJob asks for, by the
+    port name the operator gives them, in the runtime namespaces."""
+    from nexrl_operator.builders import build_children
+    from nexrl_operator.spec_checks import parse_job
+
+    assert not find(helm.template({}), "PodMonitor")
+    (monitor,) = find(helm.template(VALUE_SETS["metrics"]), "PodMonitor")
+    assert monitor["metadata"]["labels"]["release"] == "prom"
+    assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["team-a", "team-b"]}
+    spec = {"image": "nexrl/nexrl:0.1.0", "recipe": "/app/recipe/arithmetic/arithmetic.yaml",
+            "inference": {"replicas": 0}}
+    job = parse_job({"apiVersion": "nexrl.io/v1alpha1", "kind": "NexRLJob",
+                     "metadata": {"name": "demo", "namespace": "team-a"}, "spec": spec})
+    children = build_children(job, name="demo", namespace="team-a", uid="u-1")
+    (rayjob,) = [c for c in children if c["kind"] == "RayJob"]
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    labels = head["metadata"]["labels"]
+    assert monitor["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert all(e["key"] in labels for e in monitor["spec"]["selector"]["matchExpressions"])
+    ports = {p["name"] for p in head["spec"]["containers"][0]["ports"]}
+    assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["metrics"] and "metrics" in ports
 
 
 def test_custom_images_and_pod_placement(helm: Helm) -> None:

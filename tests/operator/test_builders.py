@@ -247,6 +247,7 @@ def test_entrypoint_overrides_operator_first_then_user(make_job: MakeJob):
     overrides = [
         "++mode=self-hosted",
         "++launch_mode=ray",
+        "++logging.metrics_port=9400",
         "++model.kind=hf",
         "++model.path=/data/models/qwen",
         "++output_dir=/data/demo",
@@ -461,3 +462,16 @@ def test_gpu_counts_match_the_runtime_config(
             == inference.replicas * inference.gpus_per_replica + (trainer.nodes * trainer.gpus_per_node)
         )
     validate_all(children, validate_manifest)
+
+
+def test_the_head_pod_exposes_the_runtime_metrics_for_scraping(make_job: MakeJob):
+    """The runtime serves /metrics on the head (`++logging.metrics_port`): a named containerPort and
+    the scrape annotations say where; the chart's PodMonitor selects the head pods."""
+    rayjob = one(build(make_job(model=MODEL)), "RayJob")
+    head = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    ports = head["spec"]["containers"][0]["ports"]
+    assert ports == [{"name": "metrics", "containerPort": 9400, "protocol": "TCP"}]
+    assert head["metadata"]["annotations"] == {
+        "prometheus.io/scrape": "true", "prometheus.io/port": "9400", "prometheus.io/path": "/metrics"}
+    assert head["metadata"]["labels"]["app.kubernetes.io/component"] == "head"
+    assert "++logging.metrics_port=9400" in shlex.split(rayjob["spec"]["entrypoint"])

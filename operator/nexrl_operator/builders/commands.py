@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..api import NexRLJobSpec
-from .common import CONFIG_DIR, HTTP_PORT, Context
+from .common import CONFIG_DIR, HTTP_PORT, METRICS_PORT, Context
 
 CLUSTER_FILE = f"{CONFIG_DIR}/cluster.yaml"
 INLINE_CONFIG_FILE = f"{CONFIG_DIR}/config.yaml"
@@ -17,7 +17,7 @@ def config_path(ctx: Context) -> str:
 def spec_overrides(spec: NexRLJobSpec, name: str) -> list[str]:
     """Hydra overrides derived from the spec of job `name` (`++` adds or replaces), applied before
     the user's (spec_checks applies them too, to check an inline recipe as the runtime will)."""
-    out = [f"++mode={spec.mode}", "++launch_mode=ray"]
+    out = [f"++mode={spec.mode}", "++launch_mode=ray", f"++logging.metrics_port={METRICS_PORT}"]
     if spec.model is not None and spec.model.path:
         out += ["++model.kind=hf", f"++model.path={spec.model.path}"]
     if spec.storage is not None:

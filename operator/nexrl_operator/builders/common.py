@@ -20,6 +20,14 @@ POD_GROUP_LABEL = "kueue.x-k8s.io/pod-group-name"
 POD_GROUP_COUNT = "kueue.x-k8s.io/pod-group-total-count"
 KUBERAY_OWNED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/managed-by")
 HTTP_PORT = 8000
+METRICS_PORT = 9400
+"""The runtime's Prometheus /metrics on the Ray head (`++logging.metrics_port`, a containerPort, scrape
+annotations and the chart's optional PodMonitor)."""
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
 CONFIG_DIR = "/etc/nexrl"
 CONFIG_VOLUME = "nexrl-config"
 DATA_VOLUME = "nexrl-data"
@@ -178,6 +186,7 @@ def pod_template(
     pod_volumes: list[Manifest],
     *,
     kuberay: bool = False,
+    annotations: dict[str, str] | None = None,
     **spec: Any,
 ) -> Manifest:
     """A pod template with the job's labels and scheduling (priority, node selector, tolerations).
@@ -199,7 +208,10 @@ def pod_template(
         pod["nodeSelector"] = dict(scheduling.node_selector)
     if scheduling.tolerations:
         pod["tolerations"] = [t.model_dump(exclude_none=True) for t in scheduling.tolerations]
-    return {"metadata": {"labels": pod_labels}, "spec": pod}
+    meta: Manifest = {"labels": pod_labels}
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return {"metadata": meta, "spec": pod}
 
 
 def runtime_pod_spec(ctx: Context) -> Manifest:

@@ -8,12 +8,15 @@ import shlex
 from ..api import Resources
 from .commands import run_command
 from .common import (
+    METRICS_PORT,
+    SCRAPE_ANNOTATIONS,
     Context,
     Manifest,
     env,
     manifest,
     metadata,
     pod_template,
+    port,
     resources,
     runtime_pod_spec,
     volume_mounts,
@@ -85,6 +88,7 @@ def build_rayjob(ctx: Context) -> Manifest:
     """RayJob `<job>` with an embedded rayClusterSpec, torn down when the entrypoint finishes."""
     spec = ctx.spec
     head = ray_container(ctx, "ray-head", spec.head.resources)
+    head["ports"] = [port("metrics", METRICS_PORT)]  # KubeRay adds its own (gcs, dashboard, client)
     body: Manifest = {
         "entrypoint": shlex.join(run_command(ctx)),
         "shutdownAfterJobFinishes": True,
@@ -94,7 +98,8 @@ def build_rayjob(ctx: Context) -> Manifest:
             "headGroupSpec": {
                 "rayStartParams": {"dashboard-host": "0.0.0.0"},
                 "template": pod_template(
-                    ctx, "head", [head], volumes(ctx), kuberay=True, **runtime_pod_spec(ctx)
+                    ctx, "head", [head], volumes(ctx), kuberay=True, annotations=SCRAPE_ANNOTATIONS,
+                    **runtime_pod_spec(ctx),
                 ),
             },
             "workerGroupSpecs": worker_groups(ctx),
