@@ -12,18 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import RECIPE
+from tests.integration.conftest import RECIPE, SHRINK
 
 NEXRL = [sys.executable, "-m", "nexrl_runtime.cli"]
-SMALL = [
-    "warm_start.steps=0",
-    "model.hidden_size=32",
-    "model.num_layers=1",
-    "data.batch_size=4",
-    "data.rollout_repeat_n=4",
-    "validation.limit=8",
-    "validation.every=2",
-]
+SMALL = [*SHRINK, "validation.every=2"]
 
 
 def test_bad_config_fails_fast_with_path(tmp_path: Path) -> None:
