@@ -16,6 +16,7 @@ import os
 import torch
 from torch import Tensor
 
+from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.config.schema import TrainerConfig
 from nexrl_runtime.trainer.collate import TensorBatch, collate
 from nexrl_runtime.trainer.grpo import grpo_prepare
@@ -45,8 +46,8 @@ class TrainingServiceTrainer:
 
     def __init__(self, client: TrainerClient, config: TrainerConfig, pad_token_id: int) -> None:
         if config.type not in LOSSES:
-            raise ValueError(
-                f"trainer.type {config.type!r} cannot run in a training service; use one of {list(LOSSES)}"
+            raise ConfigError(
+                f"trainer.type: {config.type!r} cannot run in a training service; use one of {list(LOSSES)}"
             )
         self.client = client
         self.config = config
@@ -62,12 +63,13 @@ class TrainingServiceTrainer:
     def check_service(self, health: Health) -> None:
         """Refuse a service whose optimizer differs from this config's: the update would not be ours."""
         if health.optim != self.config.optim:
-            raise ValueError(
-                f"the training service's optimizer {health.optim.model_dump()} differs from "
-                f"trainer.optim {self.config.optim.model_dump()}; start it with the same recipe"
+            raise ConfigError(
+                f"trainer.optim: {self.config.optim.model_dump()} differs from the training service's "
+                f"optimizer {health.optim.model_dump()}; start the service with the same recipe"
             )
         if self.config.grpo.kl_coef > 0 and not health.has_reference:
-            raise ValueError("trainer.grpo.kl_coef > 0 but the service keeps no reference model")
+            raise ConfigError(f"trainer.grpo.kl_coef: {self.config.grpo.kl_coef} > 0, but the training "
+                              "service keeps no reference model; start it with the same recipe")
 
     def prepare(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         if self.config.type == "grpo":

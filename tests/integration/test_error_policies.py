@@ -161,5 +161,5 @@ def test_a_too_long_prompt_is_refused_at_load_naming_the_item(tmp_path: Path) ->
         capture_output=True, text=True, timeout=300,
     )
     assert (out.returncode, "Traceback" in out.stderr) == (2, False), out.stderr[-3000:]
-    assert "nexrl: data: " in out.stderr and "has a prompt of 6 tokens, more than the 5" in out.stderr
+    assert "nexrl: data.path: " in out.stderr and "has a prompt of 6 tokens, more than the 5" in out.stderr
     assert not (tmp_path / "metrics.jsonl").exists()  # refused before any work
