@@ -208,9 +208,12 @@ def _runtime_shape(spec: NexRLJobSpec, name: str) -> Iterator[FieldError]:
             "spec.storage", None,
             f"is required when spec.inference.replicas > 0 and inference.weight_sync is 'disk' ({said}): "
             "the trainer writes each version's weights file there for the vLLM pods to read; set "
-            "spec.storage (a ReadWriteMany claim), or inference.weight_sync=nccl (or none: the replicas "
-            "keep the initial weights)",
+            "spec.storage (a ReadWriteMany claim), or inference.weight_sync=nccl",
         )
+    if inference.replicas > 0 and known and route == "none":
+        yield found.problem("inference.weight_sync", route, "'none', but the runtime pushes every new policy "
+                            "version to the job's vLLM replicas and an engine with no route refuses the "
+                            "first push; use 'disk' (with spec.storage) or 'nccl'")
     known, engine = found.setting("inference.engine")
     _, urls = found.setting("inference.base_urls")
     if spec.mode == "self-hosted" and inference.replicas == 0 and known and engine == "openai" and not urls:

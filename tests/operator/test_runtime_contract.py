@@ -93,7 +93,8 @@ def test_the_disk_route_needs_storage_the_vllm_pods_share():
     (problem,) = problems(overrides=["inference.weight_sync=disk"])
     assert "(set in spec.overrides[0])" in problem
     assert problems(config={**RECIPE, "inference": {"weight_sync": "nccl"}}) == []
-    assert problems(config=RECIPE, overrides=["inference.weight_sync=none"]) == []
+    (problem,) = problems(config=RECIPE, overrides=["inference.weight_sync=none"])
+    assert problem.startswith("spec.overrides[0]: inference.weight_sync: 'none', but the runtime pushes")
     assert problems(config=RECIPE, storage=SHARED) == []
     assert problems() == []  # a recipe in the image: only the runtime reads its weight_sync
 
