@@ -11,7 +11,8 @@ import pytest
 from nexrl_operator.api import NexRLJob, NexRLJobSpec
 from nexrl_operator.builders import build_children
 from nexrl_operator.builders.commands import spec_overrides
-from nexrl_operator.spec_checks import compose, validate_job
+from nexrl_operator.recipe_view import compose
+from nexrl_operator.spec_checks import validate_job
 
 MODEL = {"name": "Qwen/Qwen2.5-1.5B-Instruct", "path": "/models/qwen"}
 RECIPE = {
