@@ -349,7 +349,7 @@ def resolve_resume(cfg: NexRLConfig) -> Path | None:
     if mode == "auto":
         path = latest_checkpoint(cfg.checkpoint_dir)
         if path is not None:
-            check_same_config(path, cfg, "resume.mode=auto")
+            check_same_config(path, cfg, "resume.mode")
         return path
     assert cfg.resume.path is not None
     path = Path(cfg.resume.path)

@@ -8,7 +8,6 @@ import argparse
 import sys
 
 from nexrl_runtime.config.loader import ConfigError, load_config
-from nexrl_runtime.registry import RegistryError
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -46,23 +45,18 @@ def legacy_parser() -> argparse.ArgumentParser:
 
 def run(config_path: str, overrides: list[str], cluster: str | None) -> int:
     """Check the config first (exit 2 with `nexrl: <field>: ...` before torch is even imported:
-    in a cluster, a RayJob that fails within seconds), then run it."""
+    in a cluster, a RayJob that fails within seconds), then run it; what the modules refuse while
+    they are built (a model folder, a data file, a class spec) is a ConfigError too, said the same way."""
     try:
         config = load_config(config_path, overrides, cluster)
         from nexrl_runtime.launch import run_recipe  # heavy imports (torch) only when running
 
         summary = run_recipe(config)
-    except (ConfigError, RegistryError) as err:
-        print(f"nexrl: {err}", file=sys.stderr)
-        _tell_the_operator(cluster, str(err))
-        return 2
-    except Exception as err:  # a run stopped by its error policy, or data refused at load
-        from nexrl_runtime.data.readers import DataError
+    except ConfigError as err:  # RegistryError and DataError are ConfigErrors
+        return _refuse(cluster, err)
+    except Exception as err:  # a run stopped by its error policy
         from nexrl_runtime.errors import RunStopped
 
-        if isinstance(err, DataError):
-            print(f"nexrl: data: {err}", file=sys.stderr)
-            return 2
         if isinstance(err, RunStopped):
             print(f"nexrl: run stopped: {err}", file=sys.stderr)
             return 1
@@ -75,6 +69,13 @@ def run(config_path: str, overrides: list[str], cluster: str | None) -> int:
         print(f"held-out accuracy after RL ({summary.steps} steps): {after:.3f}")
     print(f"run folder: {summary.output_dir} ({summary.seconds:.0f} s); {summary.stats}")
     return 130 if summary.interrupted else 0
+
+
+def _refuse(cluster: str | None, err: ConfigError) -> int:
+    """`nexrl: <field>: ...` on stderr (on the NexRLJob too, in a pod), exit status 2."""
+    print(f"nexrl: {err}", file=sys.stderr)
+    _tell_the_operator(cluster, str(err))
+    return 2
 
 
 def _tell_the_operator(cluster: str | None, message: str) -> None:
@@ -112,9 +113,8 @@ def serve_trainer(args: argparse.Namespace) -> int:
         from nexrl_runtime.trainer_service import server  # heavy imports only when serving
 
         return server.main(config, args.host, args.port, args.device)
-    except (ConfigError, RegistryError) as err:
-        print(f"nexrl serve-trainer: {err}", file=sys.stderr)
-        return 2
+    except ConfigError as err:
+        return _refuse(args.cluster, err)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,8 +14,8 @@ import torch
 from tqdm import tqdm
 
 from nexrl_runtime import checkpoint as ckpt
-from nexrl_runtime.config.loader import ConfigError
 from nexrl_runtime.config.schema import NexRLConfig
+from nexrl_runtime.config.start import check_start
 from nexrl_runtime.data.loader import DataLoader
 from nexrl_runtime.data.readers import load_items
 from nexrl_runtime.errors import ErrorBook, RunStopped
@@ -27,12 +27,12 @@ from nexrl_runtime.models import build_policy
 from nexrl_runtime.pool import TrajectoryPool
 from nexrl_runtime.registry import load_object, resolve_class
 from nexrl_runtime.reporting import status_sinks
-from nexrl_runtime.rollout.evaluator import Evaluator
+from nexrl_runtime.rollout.evaluator import Evaluator, make_evaluator
 from nexrl_runtime.rollout.manager import RolloutManager
 from nexrl_runtime.rollout.worker import WORKERS, RolloutWorker
 from nexrl_runtime.tracking import Tracker
 from nexrl_runtime.trainer import TRAINERS, Trainer
-from nexrl_runtime.trainer.factory import TrainerLike, build_trainer, service_url
+from nexrl_runtime.trainer.factory import TrainerLike, build_trainer
 from nexrl_runtime.types import Batch
 from nexrl_runtime.warm_start import warm_start
 from nexrl_runtime.weight_sync import WeightSync
@@ -65,13 +65,7 @@ class Controller:
             raise NotImplementedError(
                 f"{type(self).__name__} runs {self.launch_modes}; use nexrl_runtime.launch.run_recipe"
             )
-        if config.mode == "training-service":
-            service_url(config)  # a missing URL is a config error, before any work
-            if config.checkpoint.every or config.resume.mode != "disable":
-                raise ConfigError(
-                    "checkpoint.every / resume.mode: run checkpoints are not supported in "
-                    "mode=training-service yet (the service holds the trainer state)"
-                )
+        check_start(config)
         self.resume_from = ckpt.resolve_resume(config)  # a bad resume.path fails before any work
         self.cfg = config
         self.echo = echo
@@ -80,13 +74,15 @@ class Controller:
         torch.manual_seed(config.seed)
         if config.threads:
             torch.set_num_threads(config.threads)
+        evaluator_cls = resolve_class(config.rollout.evaluator, {}, Evaluator, base, "rollout.evaluator")
+        worker_cls = resolve_class(config.rollout.worker, WORKERS, RolloutWorker, base, "rollout.worker")
+        self.trainer_cls: type[Trainer] = resolve_class(config.trainer.type, TRAINERS, Trainer, base,
+                                                        "trainer.type")
+        self.evaluator = make_evaluator(evaluator_cls)
         self.model, self.tokenizer = build_policy(config.model)
-        evaluator_cls = resolve_class(config.rollout.evaluator, {}, Evaluator, base)
-        self.evaluator = evaluator_cls()
         self.engine = self._build_engine()
         self.sync = WeightSync(config.weight_sync, [self.engine])
         self.errors = ErrorBook(config.errors)
-        worker_cls = resolve_class(config.rollout.worker, WORKERS, RolloutWorker, base)
         probe = worker_cls(self.engine, self.tokenizer, self.evaluator, config.rollout, config.run_name)
         self.loader = DataLoader(
             config.data,
@@ -94,15 +90,16 @@ class Controller:
             prompt_length=lambda item: len(probe.build_prompt(item)),
             max_prompt_length=config.rollout.max_sequence_length - 1,  # room for one response token
         )
+        if config.warm_start.steps and self.resume_from is None:
+            self.loader.require_key(config.warm_start.answer_key, "warm_start.answer_key")
         self.pool = TrajectoryPool.from_config(config)
         self.workers = self._build_workers(worker_cls)
         for w in self.workers:
             if isinstance(w, RolloutWorker):  # actor stand-ins (ray) keep raising to the manager
                 w.errors = self.errors
         self.validator = self.workers[0]
-        self.trainer_cls: type[Trainer] = resolve_class(config.trainer.type, TRAINERS, Trainer, base)
         v = config.validation
-        rows = load_items(v.path and Path(base) / v.path, "auto", limit=v.limit) if v.path else []
+        rows = load_items(Path(base) / v.path, limit=v.limit, field="validation.path") if v.path else []
         self.val_items = held_out_items(rows, config.data.prompt_key)
         sinks: list = list(status_sinks(config.cluster))
         sinks += backend_sinks(config)

@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 from typing import TypeVar
 
+from nexrl_runtime.config.errors import ConfigError
+
 T = TypeVar("T")
 
 
-class RegistryError(ValueError):
-    """A class spec in the config that does not resolve."""
+class RegistryError(ConfigError):
+    """A class spec in the config that does not resolve (a config error: the CLI exits 2)."""
 
 
 def load_object(spec: str, base_dir: str | Path = ".") -> object:
@@ -32,7 +34,12 @@ def load_object(spec: str, base_dir: str | Path = ".") -> object:
             assert loader_spec is not None and loader_spec.loader is not None
             module = importlib.util.module_from_spec(loader_spec)
             sys.modules[mod_name] = module  # dataclasses and pickling need the module registered
-            loader_spec.loader.exec_module(module)
+            try:
+                loader_spec.loader.exec_module(module)
+            except Exception as err:  # the recipe's own file: say which and why, not a traceback
+                del sys.modules[mod_name]
+                why = f"{type(err).__name__}: {err}"
+                raise RegistryError(f"{spec!r}: importing {file} failed: {why}") from err
     else:
         try:
             module = importlib.import_module(module_part)
@@ -45,9 +52,20 @@ def load_object(spec: str, base_dir: str | Path = ".") -> object:
 
 
 def resolve_class(
-    spec: str, builtins: dict[str, type[T]], base: type[T], base_dir: str | Path = "."
+    spec: str, builtins: dict[str, type[T]], base: type[T], base_dir: str | Path = ".",
+    field: str | None = None,
 ) -> type[T]:
-    """A registry name from `builtins`, or a custom class that must subclass `base`."""
+    """A registry name from `builtins`, or a custom class that must subclass `base`; `field` (the
+    config field of `spec`, e.g. `rollout.evaluator`) is put first in the error's message."""
+    try:
+        return _resolve_class(spec, builtins, base, base_dir)
+    except RegistryError as err:
+        if field is None:
+            raise
+        raise RegistryError(f"{field}: {err}") from err.__cause__
+
+
+def _resolve_class(spec: str, builtins: dict[str, type[T]], base: type[T], base_dir: str | Path) -> type[T]:
     if spec in builtins:
         return builtins[spec]
     if ":" not in spec:

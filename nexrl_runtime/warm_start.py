@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from transformers import PreTrainedTokenizerBase
 
+from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.config.schema import OptimConfig, TrainerConfig, WarmStartConfig
 from nexrl_runtime.data.loader import DataLoader, Item
 from nexrl_runtime.trainer.sft import SFTTrainer
@@ -15,7 +16,8 @@ from nexrl_runtime.types import Batch, Trajectory
 def sft_trajectory(item: Item, tokenizer: PreTrainedTokenizerBase, answer_key: str) -> Trajectory:
     """Prompt tokens (not trained) + answer tokens + eos (trained)."""
     if answer_key not in item.data:
-        raise KeyError(f"warm_start.answer_key={answer_key!r} is not a key of data item {item.group_id}")
+        raise ConfigError(f"warm_start.answer_key: {answer_key!r} is not a key of data item {item.group_id} "
+                          f"(its keys: {sorted(item.data)})")
     prompt = tokenizer(str(item.prompt), add_special_tokens=False)["input_ids"]
     answer = [
         *tokenizer(str(item.data[answer_key]), add_special_tokens=False)["input_ids"],

@@ -63,7 +63,7 @@ def compose_recipe(path: str | Path, overrides: list[str] | None = None) -> dict
     """Compose a Hydra recipe file with overrides and resolve interpolations into a plain dict."""
     recipe = Path(path).resolve()
     if not recipe.is_file():
-        raise ConfigError(f"recipe file not found: {path} (resolved to {recipe})")
+        raise ConfigError(f"--config: recipe file not found: {path} (resolved to {recipe})")
     GlobalHydra.instance().clear()
     try:
         with initialize_config_dir(config_dir=str(recipe.parent), version_base=None):
@@ -84,7 +84,7 @@ def load_cluster(path: str | Path) -> ClusterConfig:
         raw = yaml.safe_load(Path(path).read_text()) or {}
         return ClusterConfig.model_validate(raw)
     except OSError as err:
-        raise ConfigError(f"cannot read cluster file {path}: {err}") from None
+        raise ConfigError(f"--cluster: cannot read the cluster file {path}: {err.strerror or err}") from None
     except ValidationError as err:
         raise ConfigError(
             format_validation_error(err, ClusterConfig).replace("\n  ", f"\n  cluster ({path}): ", 1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from nexrl_runtime.contract import ClusterConfig, Strict
 
@@ -76,11 +76,20 @@ class RolloutConfig(Strict):
 
 class PoolConfig(Strict):
     grouping: Literal["none", "key", "hierarchical"] = "key"
-    group_keys: list[str] = Field(default_factory=lambda: ["group_id"])
+    group_keys: list[str] = Field(default_factory=lambda: ["group_id"], validate_default=True)
     batch_ready: Literal["batch_size_reached", "loaded_batch_finished"] = "batch_size_reached"
     batch_size: int | None = Field(
         None, ge=1, description="trajectories per train batch; default data.batch_size * rollout_repeat_n"
     )
+
+    @field_validator("group_keys")
+    @classmethod
+    def _enough_keys(cls, keys: list[str], info: ValidationInfo) -> list[str]:
+        grouping = info.data.get("grouping", "key")
+        least = {"none": 0, "key": 1, "hierarchical": 2}.get(grouping, 0)
+        if len(keys) < least:
+            raise ValueError(f"pool.grouping={grouping!r} needs at least {least} key(s) (got {keys})")
+        return keys
 
 
 class GRPOConfig(Strict):

@@ -58,15 +58,18 @@ class DataLoader:
         self.config = config
         self.path = resolve_path(config.path, base_dir)
         self.epochs = epochs
-        self._rows = load_items(self.path, config.format, prompt_key=config.prompt_key, limit=config.limit)
+        self._rows = load_items(
+            self.path, config.format, prompt_key=config.prompt_key, limit=config.limit, field="data.path"
+        )
         self.filtered_too_long = 0
         if prompt_length is not None and max_prompt_length is not None:
             self._rows = self._fitting(prompt_length, max_prompt_length)
         if not self._rows:
-            raise DataError(f"{self.path}: no items")
+            raise DataError(f"data.path: {self.path}: no items")
         if config.drop_last and len(self._rows) < config.batch_size:
             raise DataError(
-                f"{self.path}: {len(self._rows)} items is fewer than data.batch_size={config.batch_size} "
+                f"data.batch_size: {self.path}: {len(self._rows)} items is fewer than "
+                f"data.batch_size={config.batch_size} "
                 "with data.drop_last=true, so no batch could ever be formed"
             )
         self._epoch = 0
@@ -81,12 +84,20 @@ class DataLoader:
                 kept.append(row)
             elif self.config.too_long == "error":
                 raise DataError(
-                    f"{self.path}: item {i} has a prompt of {n} tokens, more than the "
+                    f"data.path: {self.path}: item {i} has a prompt of {n} tokens, more than the "
                     f"{limit} that leave room for a response under rollout.max_sequence_length "
                     "(data.too_long: filter drops such items)"
                 )
         self.filtered_too_long = len(self._rows) - len(kept)
         return kept
+
+    def require_key(self, key: str, field: str) -> None:
+        """A DataError naming `field` when an item has no value for `key` (found at start-up, not
+        when a run reaches that item)."""
+        for i, row in enumerate(self._rows):
+            if row.get(key) is None:
+                raise DataError(f"{field}: item {i} of {self.path} has no value for {key!r} "
+                                f"(its keys: {sorted(row)})")
 
     def __len__(self) -> int:
         """Number of source items (after `limit`)."""

@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
+from nexrl_runtime.config.errors import ConfigError
+
 Format = Literal["auto", "jsonl", "parquet"]
 
 _SUFFIXES: dict[str, Literal["jsonl", "parquet"]] = {
@@ -17,8 +19,9 @@ _SUFFIXES: dict[str, Literal["jsonl", "parquet"]] = {
 }
 
 
-class DataError(ValueError):
-    """A data file that cannot be read as items; the message names the file and line or row."""
+class DataError(ConfigError):
+    """A data file that cannot be read as items; the message names the field, the file and line or
+    row. A config error: the same config fails the same way again (the CLI exits 2)."""
 
 
 def resolve_path(path: str | Path, base_dir: str | Path = ".") -> Path:
@@ -41,17 +44,24 @@ def detect_format(path: Path, format: Format = "auto") -> Literal["jsonl", "parq
 
 
 def load_items(
-    path: str | Path, format: Format = "auto", *, prompt_key: str | None = None, limit: int | None = None
+    path: str | Path, format: Format = "auto", *, prompt_key: str | None = None, limit: int | None = None,
+    field: str | None = None,
 ) -> list[dict[str, Any]]:
     """All items of a JSONL or parquet file (the first `limit` only, if given).
 
-    With `prompt_key`, every item must have a non-null value for it, else DataError.
+    With `prompt_key`, every item must have a non-null value for it, else DataError. `field`: the
+    config field that names the file (`data.path`), put first in every DataError's message.
     """
     p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"data file not found: {p.resolve()}")
-    reader = _read_jsonl if detect_format(p, format) == "jsonl" else _read_parquet
-    return reader(p, prompt_key, limit)
+    try:
+        if not p.is_file():
+            raise DataError(f"data file not found: {p.resolve()}")
+        reader = _read_jsonl if detect_format(p, format) == "jsonl" else _read_parquet
+        return reader(p, prompt_key, limit)
+    except DataError as err:
+        if field is None:
+            raise
+        raise DataError(f"{field}: {err}") from err.__cause__
 
 
 def _missing_key(where: str, item: dict[str, Any], key: str) -> DataError:

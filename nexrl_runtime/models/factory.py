@@ -1,6 +1,9 @@
-"""Build the policy (model + tokenizer) from ModelConfig, with no hub access."""
+"""Build the policy (model + tokenizer) from ModelConfig, with no hub access. A model folder or a
+device that cannot be used is a ConfigError naming `model.path` / `model.device`."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -15,6 +18,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.config.schema import ModelConfig
 
 PAD, BOS, EOS = "<pad>", "<bos>", "<eos>"
@@ -68,7 +72,7 @@ def build_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerFast:
     """The policy's tokenizer alone (rollout workers that talk to a remote engine need no model)."""
     if cfg.kind == "tiny":
         return char_tokenizer(cfg.vocab)
-    tok = AutoTokenizer.from_pretrained(cfg.path, local_files_only=True)
+    tok = _from_folder(AutoTokenizer, cfg, "a tokenizer")
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -76,18 +80,39 @@ def build_tokenizer(cfg: ModelConfig) -> PreTrainedTokenizerFast:
 
 def build_policy(cfg: ModelConfig) -> tuple[PreTrainedModel, PreTrainedTokenizerFast]:
     """Return (model, tokenizer) for the config; the model is in train mode, float32 unless asked."""
+    device = resolve_device(cfg.device)  # before loading: a device torch lacks fails at once
     tok = build_tokenizer(cfg)
     if cfg.kind == "tiny":
         model = tiny_model(cfg, len(tok), tok)
     else:
-        model = AutoModelForCausalLM.from_pretrained(cfg.path, local_files_only=True)
+        model = _from_folder(AutoModelForCausalLM, cfg, "a causal LM")
     if cfg.dtype == "bfloat16":
         model = model.to(torch.bfloat16)
-    return model.to(resolve_device(cfg.device)), tok
+    return model.to(device), tok
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' is the first GPU when torch sees one, else the CPU."""
+def _from_folder(auto: type, cfg: ModelConfig, what: str):
+    """`auto.from_pretrained(model.path)` from the local folder only; a ConfigError naming model.path
+    when there is no such folder or it holds no loadable `what`."""
+    folder = Path(str(cfg.path)).expanduser()
+    if not folder.is_dir():
+        raise ConfigError(f"model.path: {cfg.path} is not a folder (model.kind=hf loads a local HF model "
+                          "folder: config.json, tokenizer files, weights)")
+    try:
+        return auto.from_pretrained(str(folder), local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise ConfigError(f"model.path: {cfg.path} holds no loadable {what}: {err}") from err
+
+
+def resolve_device(device: str, field: str = "model.device") -> torch.device:
+    """'auto' is the first GPU when torch sees one, else the CPU; a GPU torch does not see is a
+    ConfigError naming `field`."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    resolved = torch.device(device)
+    if resolved.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (resolved.index or 0) >= count:
+            raise ConfigError(f"{field}: {device!r}, but torch sees {count} GPU(s) "
+                              f"(valid: 'auto', 'cpu'{', cuda:0..' + str(count - 1) if count else ''})")
+    return resolved

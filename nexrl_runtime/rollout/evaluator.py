@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any
 
+from nexrl_runtime.config.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class EvalResult:
@@ -21,3 +23,12 @@ class Evaluator(ABC):
 
     @abstractmethod
     def evaluate(self, item: dict[str, Any], response: str) -> EvalResult: ...
+
+
+def make_evaluator(cls: type[Evaluator], field: str = "rollout.evaluator") -> Evaluator:
+    """`cls()`: the recipe's evaluator takes no arguments; one that cannot be made is a ConfigError."""
+    try:
+        return cls()
+    except Exception as err:  # the recipe's code: say what failed, not a traceback
+        raise ConfigError(f"{field}: {cls.__name__}() failed: {type(err).__name__}: {err} "
+                          "(an evaluator is built with no arguments)") from err

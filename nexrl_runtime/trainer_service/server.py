@@ -22,7 +22,7 @@ from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from nexrl_runtime.config.schema import NexRLConfig
-from nexrl_runtime.models import build_policy
+from nexrl_runtime.models.factory import build_policy, resolve_device
 from nexrl_runtime.registry import resolve_class
 from nexrl_runtime.trainer import TRAINERS, Trainer
 from nexrl_runtime.trainer.fsdp import RankGroup
@@ -118,14 +118,13 @@ def build_service(
     torch.manual_seed(config.seed)
     if config.threads:
         torch.set_num_threads(config.threads)
-    if ranks is not None:
-        device = str(ranks.device)
-    elif device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    # a --device torch does not see is a ConfigError, before the model is built
+    device = str(ranks.device) if ranks is not None else str(resolve_device(device, "--device"))
     model, tokenizer = build_policy(config.model)
     model.to(device)
     losses: dict[str, type[Trainer]] = dict(TRAINERS)
-    losses[config.trainer.type] = resolve_class(config.trainer.type, TRAINERS, Trainer, config.recipe_dir)
+    losses[config.trainer.type] = resolve_class(config.trainer.type, TRAINERS, Trainer, config.recipe_dir,
+                                                "trainer.type")
     root = Path(config.output_dir) / "trainer_service"
     return TrainerService(model, config.trainer, tokenizer.pad_token_id, losses, root, ranks)
 
@@ -182,6 +181,6 @@ def main(config: NexRLConfig, host: str, port: int, device: str) -> int:
     try:
         serve(config, host, port, device)
     except NotImplementedError as err:
-        print(f"nexrl serve-trainer: {err}", file=sys.stderr)
+        print(f"nexrl: {err}", file=sys.stderr)
         return 2
     return 0

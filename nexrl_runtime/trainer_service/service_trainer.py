@@ -17,6 +17,7 @@ import os
 import torch
 from torch import Tensor
 
+from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.config.schema import TrainerConfig
 from nexrl_runtime.registry import resolve_class
 from nexrl_runtime.trainer import TRAINERS, GRPOTrainer, Trainer
@@ -68,22 +69,23 @@ class TrainingServiceTrainer(TrainLoop):
         """Refuse a service whose optimizer, lr schedule or losses differ from this config's: the
         update would not be ours."""
         if health.optim != self.config.optim:
-            raise ValueError(
-                f"the training service's optimizer {health.optim.model_dump()} differs from "
-                f"trainer.optim {self.config.optim.model_dump()}; start it with the same recipe"
+            raise ConfigError(
+                f"trainer.optim: {self.config.optim.model_dump()} differs from the training service's "
+                f"optimizer {health.optim.model_dump()}; start the service with the same recipe"
             )
         if health.lr_schedule != self.config.lr_schedule:
-            raise ValueError(
-                f"the training service's lr schedule {health.lr_schedule.model_dump()} differs from "
-                f"trainer.lr_schedule {self.config.lr_schedule.model_dump()}; start it with the same recipe"
+            raise ConfigError(
+                f"trainer.lr_schedule: {self.config.lr_schedule.model_dump()} differs from the training "
+                f"service's {health.lr_schedule.model_dump()}; start the service with the same recipe"
             )
         if self.config.type not in health.losses:
-            raise ValueError(
-                f"trainer.type {self.config.type!r} is not a loss of the training service (it has "
-                f"{health.losses}); start it with the same recipe"
+            raise ConfigError(
+                f"trainer.type: {self.config.type!r} is not a loss of the training service (it has "
+                f"{health.losses}); start the service with the same recipe"
             )
         if self.config.grpo.kl_coef > 0 and not health.has_reference:
-            raise ValueError("trainer.grpo.kl_coef > 0 but the service keeps no reference model")
+            raise ConfigError(f"trainer.grpo.kl_coef: {self.config.grpo.kl_coef} > 0, but the training "
+                              "service keeps no reference model; start it with the same recipe")
 
     def sequence_logprobs(self, data: TensorBatch) -> Tensor:
         """The service's logprobs of `data`'s rows (its trainer's micro-batches and ranks)."""

@@ -9,10 +9,7 @@ possible without Hydra (see ``_inline_config``).
 
 from __future__ import annotations
 
-import copy
-import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,33 +18,12 @@ from nexrl_runtime.config.errors import field_path, located_problems, problem_te
 from nexrl_runtime.config.schema import NexRLConfig
 
 from .api import GPU_RESOURCE, NexRLJob, NexRLJobSpec, Resources
+from .field_error import FieldError
 from .naming import name_problem
+from .recipe_view import Path, compose, operator_keys, owner_of
 
-RESERVED_OVERRIDE_KEYS = ("mode", "launch_mode", "cluster")
-"""Config keys the operator owns: set them through the spec, not through overrides."""
-_OWNED = {"mode": "from spec.mode", "launch_mode": "to ray (the job runs on its Ray cluster)",
-          "cluster": "from the spec (the job's cluster.yaml)"}
 RESERVED_ENGINE_ARGS = ("--port", "--host", "--tensor-parallel-size", "-tp", "--served-model-name")
 """`vllm serve` flags the operator sets from the spec."""
-_OVERRIDE = re.compile(r"^(?P<op>~|\+\+|\+)?(?P<key>[A-Za-z_][\w\-]*(?:\.[\w\-]+)*)(?:=(?P<value>.*))?$")
-_SIMPLE_VALUE = re.compile(r"^[^\[\]{}(),$'\"\\*?]*$|^'[^']*'$|^\"[^\"]*\"$")
-"""Override values read like YAML scalars here; anything else (lists, sweeps, functions,
-interpolations) only Hydra reads, and the field it sets is left to the runtime's check."""
-_INT = re.compile(r"^[+-]?\d[\d_]*$")
-_FLOAT = re.compile(r"^[+-]?((\d[\d_]*)?\.\d+|\d[\d_]*\.?\d*)([eE][+-]?\d+)?$|^[+-]?(inf|nan)$", re.I)
-
-
-@dataclass(frozen=True)
-class FieldError:
-    """One invalid field: where (API spelling), what it holds, what is wrong in words."""
-
-    field: str
-    value: Any
-    message: str
-    """reads after the field: 'is required ...', or what follows `field: `"""
-
-    def __str__(self) -> str:
-        return problem_text(self.field, self.message)
 
 
 class JobValidationError(ValueError):
@@ -66,8 +42,8 @@ def validate_job(spec: NexRLJobSpec, *, name: str | None = None, default_image: 
     so spec.image is required)."""
     errors = list(_source(spec)) + list(_image(spec, default_image)) + list(_storage(spec))
     errors += list(_shape(spec)) + list(_gpu_resources(spec))
-    errors += list(_overrides(spec.overrides)) + list(_engine_args(spec.inference.args))
-    errors += list(_inline_config(spec, name or "job"))
+    errors += list(_overrides(spec, name or "job")) + list(_engine_args(spec.inference.args))
+    errors += list(_inline_config(spec, name or "job")) + list(_runtime_shape(spec, name or "job"))
     if name is not None and (problem := name_problem(name)):
         errors.insert(0, FieldError("metadata.name", name, f"{problem} (got {name!r})"))
     return errors
@@ -165,19 +141,20 @@ def _gpu_resources(spec: NexRLJobSpec) -> Iterator[FieldError]:
                 )
 
 
-def _overrides(overrides: list[str]) -> Iterator[FieldError]:
-    for i, override in enumerate(overrides):
+def _overrides(spec: NexRLJobSpec, name: str) -> Iterator[FieldError]:
+    owned = operator_keys(spec, name)
+    for i, override in enumerate(spec.overrides):
         key, sep, _ = override.lstrip("+~").partition("=")
         if not key or not (sep or override.startswith("~")):
             yield FieldError(
                 f"spec.overrides[{i}]", override,
                 f"{override!r} is not a Hydra override: write key=value, +key=value, ++key=value or ~key",
             )
-        elif (top := key.split(".")[0]) in RESERVED_OVERRIDE_KEYS:
+        elif (mine := owner_of(key, owned)) is not None:
             yield FieldError(
                 f"spec.overrides[{i}]",
                 override,
-                f"{override!r} sets {key}, which the operator sets {_OWNED[top]}; remove it",
+                f"{override!r} sets {key}, which the operator sets {owned[mine]}; remove it",
             )
 
 
@@ -193,11 +170,6 @@ def _engine_args(args: list[str]) -> Iterator[FieldError]:
             )
 
 
-# --- the inline recipe -------------------------------------------------------------------------
-
-Path = tuple[str, ...]
-
-
 def _inline_config(spec: NexRLJobSpec, name: str) -> Iterator[FieldError]:
     """Check spec.config as the runtime will load it: the operator's overrides and spec.overrides
     applied, the cluster section the operator writes, then the runtime's NexRLConfig.
@@ -207,24 +179,57 @@ def _inline_config(spec: NexRLJobSpec, name: str) -> Iterator[FieldError]:
     set by an override only Hydra reads (lists, sweeps, functions)."""
     if spec.config is None or spec.recipe is not None:
         return  # no inline recipe, or _source reports the conflict
-    from .builders.commands import spec_overrides  # builders import this module
-
-    config = copy.deepcopy(spec.config)
-    if config.pop("defaults", ["_self_"]) not in (["_self_"], [], None):
+    found = compose(spec, name)
+    if found is None:
         return
-    unchecked: set[Path] = set()
-    origin: dict[Path, int] = {}
-    for override in spec_overrides(spec, name):
-        _apply(config, override, unchecked, owned=True)
-    for i, override in enumerate(spec.overrides):
-        if problem := _apply(config, override, unchecked, origin, i):
-            yield problem
+    yield from found.problems
+    config = found.config
     config["cluster"] = {}  # replaced by the operator's cluster.yaml (a valid ClusterConfig)
     try:
         NexRLConfig.model_validate(config)
     except ValidationError as exc:
         for loc, kind, message in located_problems(exc, NexRLConfig):
-            yield from _config_problem(config, tuple(map(str, loc)), loc, kind, message, unchecked, origin)
+            yield from _config_problem(config, tuple(map(str, loc)), loc, kind, message, found.unchecked,
+                                       found.origin)
+
+
+def _runtime_shape(spec: NexRLJobSpec, name: str) -> Iterator[FieldError]:
+    """Shapes the runtime cannot run, from what the operator sees of the recipe (all of spec.config;
+    of spec.recipe only what spec.overrides set, the rest is the runtime's to refuse)."""
+    found = compose(spec, name)
+    if found is None:
+        return
+    inference = spec.inference
+    known, route = found.setting("inference.weight_sync")
+    if inference.replicas > 0 and spec.storage is None and known and route == "disk":
+        where = found.where("inference.weight_sync")
+        said = f"set in {where}" if where else "the runtime's default"
+        yield FieldError(
+            "spec.storage", None,
+            f"is required when spec.inference.replicas > 0 and inference.weight_sync is 'disk' ({said}): "
+            "the trainer writes each version's weights file there for the vLLM pods to read; set "
+            "spec.storage (a ReadWriteMany claim), or inference.weight_sync=nccl",
+        )
+    if inference.replicas > 0 and known and route == "none":
+        yield found.problem("inference.weight_sync", route, "'none', but the runtime pushes every new policy "
+                            "version to the job's vLLM replicas and an engine with no route refuses the "
+                            "first push; use 'disk' (with spec.storage) or 'nccl'")
+    known, engine = found.setting("inference.engine")
+    _, urls = found.setting("inference.base_urls")
+    if spec.mode == "self-hosted" and inference.replicas == 0 and known and engine == "openai" and not urls:
+        yield FieldError(
+            "spec.inference.replicas", 0,
+            f"no vLLM replica would run, but {found.where('inference.engine')} sets inference.engine=openai "
+            "with no inference.base_urls: set spec.inference.replicas >= 1 (the operator then runs the "
+            "servers), or inference.engine=local (in-process generation)",
+        )
+    if spec.mode == "training-service":
+        for key, off in (("checkpoint.every", None), ("resume.mode", "disable")):
+            known, value = found.setting(key)
+            if known and value != off:
+                yield found.problem(key, value, f"{value!r}, but mode=training-service does not support "
+                                    f"run checkpoints yet (the service holds the trainer state); set it to "
+                                    f"{'null' if off is None else repr(off)}")
 
 
 def _config_problem(config: dict[str, Any], path: Path, loc: tuple[Any, ...], kind: str, message: str,
@@ -249,61 +254,3 @@ def _config_problem(config: dict[str, Any], path: Path, loc: tuple[Any, ...], ki
     else:
         yield FieldError(field_path(loc, "spec.config"), node, message)
 
-
-def _apply(config: dict[str, Any], override: str, unchecked: set[Path], origin: dict[Path, int] | None = None,
-           index: int = -1, *, owned: bool = False) -> FieldError | None:
-    """Apply one Hydra override to the plain dict as Hydra would (plain `key=value` of a missing
-    key is widened by the runtime); returns the composition error Hydra would raise. `owned`: one
-    of the operator's own overrides, which may set the keys it reserves."""
-    match = _OVERRIDE.match(override)
-    if match is None or (match["key"].split(".")[0] in RESERVED_OVERRIDE_KEYS and not owned):
-        return None  # a group override (key@pkg, a/b), or reported by _overrides
-    op, path, value = match["op"] or "", tuple(match["key"].split(".")), match["value"]
-    if op == "~" and value is not None:
-        value = None  # ~key=value deletes only when the value matches: Hydra's to check
-    where, key, dotted = f"spec.overrides[{index}]", path[-1], ".".join(path)
-    parent: Any = config
-    for part in path[:-1]:
-        child = parent.get(part) if isinstance(parent, dict) else None
-        if child is None and op == "~":
-            return FieldError(where, override, f"{dotted} is not in spec.config: nothing to delete")
-        if child is None and isinstance(parent, dict):
-            child = parent[part] = {}
-        if not isinstance(child, dict):
-            unchecked.add(path)  # through a list, an interpolation or a scalar: Hydra's to say
-            return None
-        parent = child
-    if op == "~":
-        if key not in parent:
-            return FieldError(where, override, f"{dotted} is not in spec.config: nothing to delete")
-        del parent[key]
-    elif value is None:
-        return None  # reported by _overrides
-    elif op == "+" and key in parent:
-        return FieldError(where, override, f"{dotted} is in spec.config already: "
-                                           f"write {override[1:]!r} (set) or {'+' + override!r} (add or set)")
-    elif _SIMPLE_VALUE.match(value) and "${" not in value:
-        parent[key] = _scalar(value)
-    else:
-        parent[key] = value
-        unchecked.add(path)
-    if origin is not None:
-        origin[path] = index
-    return None
-
-
-def _scalar(text: str) -> Any:
-    """A simple override value as Hydra reads it: null, true/false, int, float, quoted or plain string."""
-    value = text.strip()
-    if value[:1] in ("'", '"') and value[-1:] == value[:1] and len(value) > 1:
-        return value[1:-1]
-    lowered = value.lower()
-    if lowered == "null":
-        return None
-    if lowered in ("true", "false"):
-        return lowered == "true"
-    if _INT.match(value):
-        return int(value.replace("_", ""))
-    if _FLOAT.match(value):
-        return float(value.replace("_", ""))
-    return value

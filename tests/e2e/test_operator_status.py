@@ -10,13 +10,12 @@ from __future__ import annotations
 import collections
 import itertools
 import re
-import socket
 import urllib.request
 from collections.abc import Iterator
 
 import pytest
 from cluster import Cluster, condition
-from harness import EmulatorThread, OperatorProcess, wait_for
+from harness import EmulatorThread, OperatorProcess, free_port, wait_for
 
 STATUS_INTERVAL = 0.3
 _ids = itertools.count()
@@ -24,9 +23,7 @@ _ids = itertools.count()
 
 @pytest.fixture(scope="module")
 def operator(server: EmulatorThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = OperatorProcess(server, tmp_path_factory.mktemp("operator"), "--status-interval",
                               str(STATUS_INTERVAL), "--metrics-port", str(port),
                               "--metrics-address", "127.0.0.1")

@@ -7,14 +7,13 @@ condition with a timeout (``wait_for``). Jobs of BASE_SPEC ask for 4 GPUs (2 vLL
 from __future__ import annotations
 
 import itertools
-import socket
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from cluster import GROUP, VERSION, Cluster, condition
-from harness import EmulatorThread, OperatorProcess, wait_for
+from harness import EmulatorThread, OperatorProcess, free_port, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
 QUOTAS = "nexrlquotas"
@@ -23,9 +22,7 @@ _ids = itertools.count()
 
 @pytest.fixture(scope="module")
 def operator(server: EmulatorThread, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     process = OperatorProcess(
         server,
         tmp_path_factory.mktemp("operator"),

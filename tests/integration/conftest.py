@@ -18,6 +18,15 @@ if SUPPORT not in sys.path:
     sys.path.insert(0, SUPPORT)
 
 RECIPE = Path(__file__).resolve().parents[2] / "recipe" / "arithmetic" / "arithmetic.yaml"
+SHRINK = [
+    "warm_start.steps=0",
+    "model.hidden_size=32",
+    "model.num_layers=1",
+    "data.batch_size=4",
+    "data.rollout_repeat_n=4",
+    "validation.limit=4",
+]
+"""Overrides that shrink the arithmetic recipe to steps of well under a second (tests add the rest)."""
 
 
 def run_arithmetic(tmp_path: Path, overrides: list[str]) -> tuple[RunSummary, list[dict]]:

@@ -13,18 +13,9 @@ import pytest
 from nexrl_runtime.config import load_config
 from nexrl_runtime.errors import RunStopped
 from nexrl_runtime.launch import run_recipe
-from tests.integration.conftest import RECIPE, run_arithmetic
+from tests.integration.conftest import RECIPE, SHRINK, run_arithmetic
 
-SMALL = [
-    "warm_start.steps=0",
-    "model.hidden_size=32",
-    "model.num_layers=1",
-    "data.batch_size=4",
-    "data.rollout_repeat_n=4",
-    "validation.limit=4",
-    "validation.every=100",
-    "logging.plot=false",
-]
+SMALL = [*SHRINK, "validation.every=100", "logging.plot=false"]
 
 FLAKY = """
 import random
@@ -170,5 +161,5 @@ def test_a_too_long_prompt_is_refused_at_load_naming_the_item(tmp_path: Path) ->
         capture_output=True, text=True, timeout=300,
     )
     assert (out.returncode, "Traceback" in out.stderr) == (2, False), out.stderr[-3000:]
-    assert "nexrl: data: " in out.stderr and "has a prompt of 6 tokens, more than the 5" in out.stderr
+    assert "nexrl: data.path: " in out.stderr and "has a prompt of 6 tokens, more than the 5" in out.stderr
     assert not (tmp_path / "metrics.jsonl").exists()  # refused before any work

@@ -7,19 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.conftest import run_arithmetic
+from tests.integration.conftest import SHRINK, run_arithmetic
 
-SMALL = [
-    "warm_start.steps=0",
-    "model.hidden_size=32",
-    "model.num_layers=1",
-    "data.batch_size=4",
-    "data.rollout_repeat_n=4",
-    "validation.limit=4",
-    "validation.every=2",
-    "logging.plot=false",
-    "total_steps=3",
-]
+SMALL = [*SHRINK, "validation.every=2", "logging.plot=false", "total_steps=3"]
 
 
 def test_tensorboard_events_hold_the_step_metrics(tmp_path: Path) -> None:

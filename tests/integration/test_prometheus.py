@@ -12,19 +12,9 @@ from pathlib import Path
 import pytest
 
 from nexrl_runtime.config.errors import ConfigError
-from tests.integration.conftest import RECIPE
+from tests.integration.conftest import RECIPE, SHRINK
 
-SMALL = [
-    "warm_start.steps=0",
-    "model.hidden_size=32",
-    "model.num_layers=1",
-    "data.batch_size=4",
-    "data.rollout_repeat_n=4",
-    "validation.limit=4",
-    "validation.every=1000",
-    "logging.plot=false",
-    "logging.progress_bar=false",
-]
+SMALL = [*SHRINK, "validation.every=1000", "logging.plot=false", "logging.progress_bar=false"]
 
 
 def scrape(url: str) -> dict[str, float]:

@@ -251,6 +251,9 @@ def test_entrypoint_overrides_operator_first_then_user(make_job: MakeJob):
         "++model.kind=hf",
         "++model.path=/data/models/qwen",
         "++output_dir=/data/demo",
+        "++inference.engine=openai",  # the job's vLLM replicas, over HTTP
+        "++inference.base_urls=[]",  # ... found through cluster.inference.base_urls
+        "++inference.weights_dir=/data/demo/weights",  # on the storage the vLLM pods mount
         "total_steps=7",
         "data.x='a b'",
     ]

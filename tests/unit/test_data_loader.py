@@ -107,7 +107,7 @@ def test_parquet_errors(tmp_path: Path) -> None:
 
 
 def test_missing_file_and_unknown_suffix(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=r"nope\.jsonl"):
+    with pytest.raises(DataError, match=r"data file not found: .*nope\.jsonl"):
         load_items(tmp_path / "nope.jsonl")
     (tmp_path / "d.csv").write_text("prompt\n")
     with pytest.raises(DataError, match=r"d\.csv: cannot tell the format from the suffix '\.csv'"):

@@ -141,6 +141,9 @@ def test_recipe_loads_with_the_example_jobs_overrides(example: Path, tmp_path: P
     assert resolve_class(cfg.rollout.evaluator, {}, Evaluator, cfg.recipe_dir) is GSM8KEvaluator
     assert cfg.mode == spec["mode"] and cfg.launch_mode == "ray"
     assert cfg.inference.engine == "openai" and cfg.cluster.inference.base_urls  # the job's vLLM
+    assert cfg.inference.base_urls == []  # the operator's: the replicas come from cluster.yaml only
+    job_dir = f"{spec['storage'].get('mountPath', '/data').rstrip('/')}/{cfg.cluster.job_name}"
+    assert (cfg.output_dir, cfg.inference.weights_dir) == (job_dir, f"{job_dir}/weights")  # on the PVC
     assert cfg.cluster.job_name == yaml.safe_load(example.read_text())["metadata"]["name"]
     assert cfg.data.rollout_repeat_n == 8 and cfg.trainer.grpo.kl_coef == 0.0
     assert (cfg.trainer.grpo.clip_low, cfg.trainer.grpo.clip_high) == (0.2, 0.28)

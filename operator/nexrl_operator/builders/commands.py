@@ -14,15 +14,33 @@ def config_path(ctx: Context) -> str:
     return ctx.spec.recipe or INLINE_CONFIG_FILE
 
 
+def operator_settings(spec: NexRLJobSpec, name: str) -> dict[str, tuple[str, str]]:
+    """Config key -> (the value the operator gives it in job `name`, why: which spec field decides
+    it, in words). spec.overrides may not set these keys (spec_checks says so, naming the field)."""
+    out = {"mode": (spec.mode, "from spec.mode"),
+           "launch_mode": ("ray", "to ray (the job runs on its Ray cluster)"),
+           "logging.metrics_port": (str(METRICS_PORT), f"to {METRICS_PORT} (the head pod's metrics port)")}
+    if spec.model is not None and spec.model.path:
+        out["model.kind"] = ("hf", "to hf from spec.model.path (the folder vLLM serves too)")
+        out["model.path"] = (spec.model.path, "from spec.model.path (the folder vLLM serves too)")
+    root = f"{spec.storage.mount_path.rstrip('/')}/{name}" if spec.storage is not None else None
+    if root is not None:
+        out["output_dir"] = (root, f"to {root} (the job's folder on spec.storage)")
+    if spec.inference.replicas > 0:
+        why = "when spec.inference.replicas > 0 (rollouts use the job's vLLM replicas"
+        out["inference.engine"] = ("openai", f"to openai {why} over HTTP)")
+        out["inference.base_urls"] = ("[]", f"to [] {why}, found through cluster.inference.base_urls)")
+        if root is not None:
+            weights = f"{root}/weights"
+            out["inference.weights_dir"] = (weights, f"to {weights} on spec.storage, which the vLLM pods "
+                                            "mount (the disk weight route writes there)")
+    return out
+
+
 def spec_overrides(spec: NexRLJobSpec, name: str) -> list[str]:
     """Hydra overrides derived from the spec of job `name` (`++` adds or replaces), applied before
     the user's (spec_checks applies them too, to check an inline recipe as the runtime will)."""
-    out = [f"++mode={spec.mode}", "++launch_mode=ray", f"++logging.metrics_port={METRICS_PORT}"]
-    if spec.model is not None and spec.model.path:
-        out += ["++model.kind=hf", f"++model.path={spec.model.path}"]
-    if spec.storage is not None:
-        out.append(f"++output_dir={spec.storage.mount_path.rstrip('/')}/{name}")
-    return out
+    return [f"++{key}={value}" for key, (value, _) in operator_settings(spec, name).items()]
 
 
 def operator_overrides(ctx: Context) -> list[str]:
