@@ -134,3 +134,8 @@ class RolloutWorker:
 
 
 WORKERS: dict[str, type[RolloutWorker]] = {"default": RolloutWorker}
+
+# the agent worker subclasses RolloutWorker, so it registers after the class exists
+from nexrl_runtime.rollout.agent.worker import AgentWorker  # noqa: E402
+
+WORKERS["agent"] = AgentWorker
