@@ -6,7 +6,8 @@ real AgentWorker (scheduler, tool runner, renderer, parser, trajectories). The e
 with a fixed cost model so the figures isolate the rollout loop from model speed: a generate call
 takes `step_ms + row_ms * batch` per decoded token (a GPU's batched decode), under a lock like the
 in-process engine (`batch` scheduling); `--engine async` models an HTTP server that batches
-concurrent requests on its own (`concurrent` scheduling, one request per turn).
+concurrent requests on its own (`concurrent` scheduling, one request per turn). Each mode runs
+twice and reports the second run. Engine idle = 1 - (time the engine had work) / wall time.
 
     python bench/agent_rollouts.py [--conversations 64] [--tool-ms 50] [--engine locked|async]
 """
@@ -75,15 +76,19 @@ class SimEngine(InferenceEngine):
 
 
 class AsyncSimEngine(SimEngine):
-    """A server that batches whatever requests are in flight: each request pays its own tokens at
-    the batched per-token cost of the requests running beside it (approximated by a fixed width)."""
+    """A server that batches the requests in flight: a request pays its tokens at the batched
+    per-token cost of the requests running beside it when it starts."""
 
-    width = 64
+    in_flight = 0
 
     async def agenerate(self, prompts, params):
         outs = self._completions(prompts, params)
         steps = max(len(o[0].token_ids) for o in outs)
-        await asyncio.sleep(steps * (self.step_ms + self.row_ms * self.width) / 1000)
+        self.in_flight += len(prompts)
+        try:
+            await asyncio.sleep(steps * (self.step_ms + self.row_ms * self.in_flight) / 1000)
+        finally:
+            self.in_flight -= len(prompts)
         return outs
 
 
@@ -131,13 +136,13 @@ def main() -> None:
               f"({args.step_ms} ms/token + {args.row_ms} ms/token/row)")  # fmt: skip
         for name, concurrent in [("interleaved", args.conversations), ("one at a time", 1)]:
             w = worker(root, cls(tok, args.step_ms, args.row_ms), tok, concurrent)
+            w.rollout(items)  # warm-up: the tool threads are started once, then reused
             trajs = w.rollout(items)
             s = w.last_stats
             right, wall = sum(t.reward for t in trajs), s["wall_seconds"]
             print(f"  {name:>13}: {len(trajs) / wall:8.1f} conversations/s, engine idle "
                   f"{1 - s['busy_seconds'] / wall:.1%}, {s['engine_calls']:.0f} engine calls for "
                   f"{s['turns']:.0f} turns, {wall:.2f} s, {right:.0f}/{len(trajs)} right")  # fmt: skip
-            w.tools.close()
 
 
 if __name__ == "__main__":

@@ -91,10 +91,7 @@ def test_toolbox_outcomes_and_concurrency(tmp_path) -> None:
         ToolCall("meet", {"expression": "m2"}, ""),  # passes the 2-party barrier only beside m1
         ToolCall("", {}, "", error="could not parse"),
     ]
-    try:
-        out = asyncio.run(box.run_all(calls))
-    finally:
-        box.close()
+    out = asyncio.run(box.run_all(calls))
     assert [(o.status, o.result) for o in out] == [
         ("ok", "12"),
         ("invalid", "error: missing required argument(s) ['expression']"),

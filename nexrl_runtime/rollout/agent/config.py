@@ -3,6 +3,7 @@ stop conditions, sampling), validated with pydantic so a bad value fails naming 
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -166,11 +167,16 @@ def load_agent_config(path: str | Path, recipe_dir: str | Path = ".") -> AgentCo
 _ENV = SandboxedEnvironment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 
 
+@functools.lru_cache(maxsize=64)
+def _template(text: str) -> jinja2.Template:
+    return _ENV.from_string(text)  # compiling costs milliseconds: once per prompt template
+
+
 def render_prompt(template: str, field: str, item: dict[str, Any], prompt: str, cfg: AgentConfig) -> str:
     """Fill a prompt template with the data item; a missing key names the template and the key."""
     schemas = [t.schema() for t in cfg.tools]
     values = {**item, "item": item, "prompt": prompt, "tools": schemas, "tools_json": json.dumps(schemas)}
     try:
-        return _ENV.from_string(template).render(values)
+        return _template(template).render(values)
     except jinja2.UndefinedError as err:
         raise ConfigError(f"agent config {field}: {err} (the data item has keys {sorted(item)})") from None

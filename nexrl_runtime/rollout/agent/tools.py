@@ -2,8 +2,9 @@
 its tool's timeout, the calls of one turn concurrently. A failure (unknown tool, bad arguments,
 an exception, a timeout) becomes the call's result text, shown to the model, never a crash.
 
-A sync tool runs on the ToolBox's own thread pool; on timeout the model is told at once, but the
-thread cannot be killed and runs on until the function returns. Async tools are cancelled."""
+A sync tool runs on a daemon thread (of a pool); on timeout the model is told at once, but the
+thread cannot be killed and runs on until the function returns (being a daemon, it does not keep
+the process alive). Async tools are cancelled."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import asyncio
 import functools
 import inspect
 import json
+import queue
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -81,10 +83,54 @@ def as_text(value: Any) -> str:
         return str(value)
 
 
+class DaemonPool:
+    """Daemon threads for sync tools, kept for reuse (starting a thread costs milliseconds on a
+    busy machine); a new one starts when none is idle, so a hung call never blocks the others."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._idle = 0
+        self._lock = threading.Lock()
+
+    def submit(self, job: Callable[[], None]) -> None:
+        with self._lock:
+            spawn = self._idle == 0
+            self._idle -= 0 if spawn else 1
+        if spawn:
+            threading.Thread(target=self._serve, name="agent-tool", daemon=True).start()
+        self._queue.put(job)
+
+    def _serve(self) -> None:
+        while True:
+            self._queue.get()()
+            with self._lock:
+                self._idle += 1
+
+    def run(self, fn: Callable[[], Any]) -> asyncio.Future[Any]:
+        """`fn()` on a pool thread; the future (of the running loop) gets its outcome."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not future.done():  # cancelled by a timeout: nobody waits any more
+                (future.set_result if ok else future.set_exception)(value)
+
+        def job() -> None:
+            try:
+                value, ok = fn(), True
+            except BaseException as err:
+                value, ok = err, False
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(settle, ok, value)
+
+        self.submit(job)
+        return future
+
+
 class ToolBox:
     """The recipe's tools, loaded once; `run_all` runs one turn's calls."""
 
-    def __init__(self, config: AgentConfig, recipe_dir: str | Path, threads: int = 64) -> None:
+    def __init__(self, config: AgentConfig, recipe_dir: str | Path) -> None:
         self.specs = {t.name: t for t in config.tools}
         self.functions: dict[str, Callable[..., Any]] = {}
         for i, spec in enumerate(config.tools):
@@ -96,7 +142,7 @@ class ToolBox:
                 where = f"agent config tools[{i}].entry_point"
                 raise ConfigError(f"{where}: {spec.entry_point!r} is not a function")
             self.functions[spec.name] = fn
-        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="agent-tool")
+        self._pool = DaemonPool()
 
     async def run_all(self, calls: list[ToolCall]) -> list[ToolOutcome]:
         return list(await asyncio.gather(*(self.run(c) for c in calls)))
@@ -117,10 +163,8 @@ class ToolBox:
             if inspect.iscoroutinefunction(fn):
                 value = await asyncio.wait_for(fn(**call.arguments), spec.timeout_s)
             else:
-                future = asyncio.get_running_loop().run_in_executor(
-                    self._pool, functools.partial(fn, **call.arguments)
-                )
-                value = await asyncio.wait_for(future, spec.timeout_s)
+                running = self._pool.run(functools.partial(fn, **call.arguments))
+                value = await asyncio.wait_for(running, spec.timeout_s)
         except TimeoutError:
             took = time.perf_counter() - start
             return ToolOutcome(call, f"error: the tool timed out after {spec.timeout_s} s", "timeout", took)
@@ -128,6 +172,3 @@ class ToolBox:
             took = time.perf_counter() - start
             return ToolOutcome(call, f"error: {type(err).__name__}: {err}", "error", took)
         return ToolOutcome(call, as_text(value), "ok", time.perf_counter() - start)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)

@@ -44,7 +44,7 @@ class AgentWorker(RolloutWorker):
         super().__init__(engine, tokenizer, evaluator, config, run_id)
         base = Path(config.recipe_dir)
         self.agent = agent or load_agent_config(config.agent_config, base)
-        self.tools = ToolBox(self.agent, base, threads=self.agent.concurrency.max_conversations)
+        self.tools = ToolBox(self.agent, base)
         self.renderer = make_renderer(tokenizer, self.agent)
         kind = self.agent.format.tool_calls
         if kind == "auto":
