@@ -134,8 +134,3 @@ class RolloutWorker:
 
 
 WORKERS: dict[str, type[RolloutWorker]] = {"default": RolloutWorker}
-
-# the agent worker subclasses RolloutWorker, so it registers after the class exists
-from nexrl_runtime.rollout.agent.worker import AgentWorker  # noqa: E402
-
-WORKERS["agent"] = AgentWorker

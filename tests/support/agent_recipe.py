@@ -4,7 +4,6 @@ tools, prompt file), items, and workers over a scripted policy."""
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +43,18 @@ async def aslow(expression):
     return "late"
 
 
+GATE = threading.Event()
+
+
+def wait_gate(expression):
+    return "opened" if GATE.wait(timeout=10) else "still shut"
+
+
+def open_gate(expression):
+    GATE.set()
+    return "done"
+
+
 def meet(expression):
     BARRIER.wait()  # both calls of a turn must be running at once to get past
     return expression
@@ -73,7 +84,8 @@ def write_recipe(root: Path, **agent: Any) -> Path:
     (ws / "tools.py").write_text(TOOLS_PY)
     config = {
         "tools": [tool("calc", "calc"), tool("boom", "boom"), tool("slow", "slow", 0.2),
-                  tool("aslow", "aslow", 0.2), tool("meet", "meet")],
+                  tool("aslow", "aslow", 0.2), tool("meet", "meet"),
+                  tool("wait", "wait_gate", 3.0), tool("open", "open_gate")],
         "max_turns": 3,
         "stop": {"tokens": ["]"]},
         **agent,
@@ -118,11 +130,3 @@ class ProductEvaluator(AgentEvaluator):
 
 def make_worker(engine, tok, root: Path, evaluator=None, **rollout: int) -> AgentWorker:
     return AgentWorker(engine, tok, evaluator or ProductEvaluator(), rollout_config(root, **rollout), "run")
-
-
-def wait_for(cond, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if time.monotonic() > deadline:
-            raise TimeoutError("condition not met")
-        time.sleep(0.01)

@@ -36,7 +36,7 @@ def test_a_recipe_folder_config_loads_with_its_prompt_file_and_templates(tmp_pat
     tok = plain_tokenizer()
     worker = make_worker(ScriptedEngine(tok, lambda c: "x"), tok, root)
     opening = tok.decode(worker.build_prompt(item("2*3", "6", level=2)))
-    assert opening == "Tools: calc boom slow aslow meet Q: 2*3 (2)"
+    assert opening == "Tools: calc boom slow aslow meet wait open Q: 2*3 (2)"
 
 
 def test_field_errors_name_the_field_and_value(tmp_path) -> None:

@@ -7,17 +7,22 @@ from __future__ import annotations
 
 import re
 
+import pytest
 from agent_recipe import ProductEvaluator, item, make_worker, write_recipe
 from fake_openai_server import LocalServerState, create_app
 from scripted_policy import ScriptedEngine, chat_tokenizer, plain_tokenizer
 from threaded_server import ThreadedServer
 
+from nexrl_runtime.config.schema import ErrorsConfig
+from nexrl_runtime.errors import ErrorBook, RunStopped
 from nexrl_runtime.inference import OpenAIEngine
 from nexrl_runtime.registry import load_object
 from nexrl_runtime.rollout import EvalResult
 from nexrl_runtime.rollout.agent import AgentEvaluator, AgentWorker
 from nexrl_runtime.rollout.worker import WORKERS
 from nexrl_runtime.types import Trajectory
+
+ALL_TOOLS = ["aslow", "boom", "calc", "meet", "open", "slow", "wait"]
 
 
 def plain_script(tool: str = "calc"):
@@ -109,7 +114,7 @@ def test_tool_exceptions_timeouts_and_unknown_tools_are_results_not_crashes(tmp_
         ("boom", "error", "error: ZeroDivisionError: no 2*3"),
         ("slow", "timeout", "error: the tool timed out after 0.2 s"),
         ("aslow", "timeout", "error: the tool timed out after 0.2 s"),
-        ("nope", "unknown", "error: unknown tool 'nope'; tools: ['aslow', 'boom', 'calc', 'meet', 'slow']"),
+        ("nope", "unknown", f"error: unknown tool 'nope'; tools: {ALL_TOOLS}"),
     ]:
         engine = ScriptedEngine(tok, plain_script(tool))
         [traj] = make_worker(engine, tok, root, evaluator).rollout([item("2*3=", "6")])
@@ -222,3 +227,43 @@ def test_through_openai_engine_and_the_local_openai_compatible_server(tmp_path) 
     # the trajectories hold exactly what the server's engine emitted
     all_sampled = sorted(x for t in trajs for x in zip(*sampled(t), strict=True))
     assert all_sampled == sorted(x for ids, lps in scripted.emitted for x in zip(ids, lps, strict=True))
+
+
+def gate_script(context: str) -> str:
+    """Conversation `a` waits on a tool that only conversation `b`'s tool call opens."""
+    if "=" in context:
+        return "ok"
+    return "[wait:x]" if context.startswith("a") else "[open:x]"
+
+
+def test_a_waiting_tool_does_not_hold_up_the_other_conversations(tmp_path) -> None:
+    """`a`'s tool returns only once `b` has called its own tool: b's turns ran while a waited.
+    One conversation at a time, `a` times out instead (3 s)."""
+    tok = plain_tokenizer()
+    for concurrent, status in [(64, "ok"), (1, "timeout")]:
+        root = write_recipe(tmp_path / str(concurrent), concurrency={"max_conversations": concurrent})
+        evaluator = ProductEvaluator()
+        worker = make_worker(ScriptedEngine(tok, gate_script), tok, root, evaluator)
+        worker.rollout([item("a", "ok", group="ga"), item("b", "ok", group="gb")])
+        by_prompt = {t.item["prompt"]: t for t in evaluator.traces}
+        [waited] = by_prompt["a"].calls
+        assert waited.status == status
+        if status == "ok":
+            assert waited.result == "opened" and by_prompt["b"].calls[0].result == "done"
+
+
+def test_evaluator_errors_cost_the_sample_under_policy_continue(tmp_path) -> None:
+    class Picky(ProductEvaluator):
+        def evaluate_trace(self, item, trace):
+            if item["prompt"] == "3*3=":
+                raise KeyError("no answer key")
+            return super().evaluate_trace(item, trace)
+
+    tok = plain_tokenizer()
+    worker = make_worker(ScriptedEngine(tok, plain_script()), tok, write_recipe(tmp_path), Picky())
+    worker.errors = ErrorBook(ErrorsConfig(policy="continue"))
+    trajs = worker.rollout([item("2*3=", "6", group="a"), item("3*3=", "9", group="b")])
+    assert [t.group_id for t in trajs] == ["a"] and worker.errors.counts == {"evaluator": 1}
+    worker.errors = ErrorBook(ErrorsConfig(policy="stop"))
+    with pytest.raises(RunStopped, match="evaluator error on item"):
+        worker.rollout([item("3*3=", "9", group="b")])
