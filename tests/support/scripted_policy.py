@@ -18,7 +18,7 @@ import torch
 from nexrl_runtime.inference.base import Completion, InferenceEngine, SamplingParams
 from nexrl_runtime.models.factory import char_tokenizer
 
-VOCAB = string.ascii_letters + string.digits + " \n.,:;!?*+-=/()[]{}<>\"'_|#@"
+VOCAB = string.ascii_letters + string.digits + " \n.,:;!?*+-=/()[]{}<>\"'_|#@\\%^$&~"
 
 CHATML = (
     "{% if tools %}<|im_start|>system\ntools: {{ tools | tojson }}<|im_end|>\n{% endif %}"
