@@ -14,7 +14,7 @@ from scripted_policy import ScriptedEngine, chat_tokenizer, plain_tokenizer
 from threaded_server import ThreadedServer
 
 from nexrl_runtime.config.schema import ErrorsConfig
-from nexrl_runtime.errors import ErrorBook, RunStopped
+from nexrl_runtime.errors import ErrorBook, InferenceFailed, RunStopped
 from nexrl_runtime.inference import OpenAIEngine
 from nexrl_runtime.registry import load_object
 from nexrl_runtime.rollout import EvalResult
@@ -236,15 +236,26 @@ def gate_script(context: str) -> str:
     return "[wait:x]" if context.startswith("a") else "[open:x]"
 
 
-def test_a_waiting_tool_does_not_hold_up_the_other_conversations(tmp_path) -> None:
-    """`a`'s tool returns only once `b` has called its own tool: b's turns ran while a waited.
-    One conversation at a time, `a` times out instead (3 s)."""
+@pytest.mark.parametrize("via", ["in-process", "http"])
+def test_a_waiting_tool_does_not_hold_up_the_other_conversations(tmp_path, via) -> None:
+    """`a`'s tool returns only once `b` has called its own tool: b's turns ran while a waited
+    (batched engine calls in-process; one request per turn over HTTP). One conversation at a
+    time, `a` times out instead (3 s)."""
     tok = plain_tokenizer()
     for concurrent, status in [(64, "ok"), (1, "timeout")]:
         root = write_recipe(tmp_path / str(concurrent), concurrency={"max_conversations": concurrent})
         evaluator = ProductEvaluator()
-        worker = make_worker(ScriptedEngine(tok, gate_script), tok, root, evaluator)
-        worker.rollout([item("a", "ok", group="ga"), item("b", "ok", group="gb")])
+        scripted = ScriptedEngine(tok, gate_script)
+        items = [item("a", "ok", group="ga"), item("b", "ok", group="gb")]
+        if via == "http":
+            with ThreadedServer(create_app(LocalServerState(scripted, tok))) as server:  # type: ignore[arg-type]
+                engine = OpenAIEngine([server.url])
+                try:
+                    make_worker(engine, tok, root, evaluator).rollout(items)
+                finally:
+                    engine.close()
+        else:
+            make_worker(scripted, tok, root, evaluator).rollout(items)
         by_prompt = {t.item["prompt"]: t for t in evaluator.traces}
         [waited] = by_prompt["a"].calls
         assert waited.status == status
@@ -267,3 +278,14 @@ def test_evaluator_errors_cost_the_sample_under_policy_continue(tmp_path) -> Non
     worker.errors = ErrorBook(ErrorsConfig(policy="stop"))
     with pytest.raises(RunStopped, match="evaluator error on item"):
         worker.rollout([item("3*3=", "9", group="b")])
+
+
+def test_an_engine_failure_fails_the_rollout_call_as_inference(tmp_path) -> None:
+    class Broken(ScriptedEngine):
+        def generate(self, prompts, params):
+            raise ConnectionError("engine gone")
+
+    tok = plain_tokenizer()
+    worker = make_worker(Broken(tok, plain_script()), tok, write_recipe(tmp_path))
+    with pytest.raises(InferenceFailed, match="ConnectionError: engine gone"):
+        worker.rollout([item("2*3=", "6"), item("2*4=", "8", group="g1")])
