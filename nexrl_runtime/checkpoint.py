@@ -61,6 +61,7 @@ HASH_LATER_DEFAULTS: dict[str, Any] = {
     "trainer.lr_schedule": {"kind": "constant", "warmup_steps": 0, "decay_steps": None, "min_lr_ratio": 0.0},
     "trainer.recompute_old_logprobs": False,
     "ray.trainer_ranks": 1,
+    "rollout.agent_config": "agent_workspace/agent_config.yaml",
 }
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, PrivateAttr, ValidationInfo, field_validator, model_validator
 
 from nexrl_runtime.contract import ClusterConfig, Strict
 
@@ -72,6 +72,15 @@ class RolloutConfig(Strict):
     evaluator: str = Field(..., description="'evaluator.py:ClassName', resolved against the recipe folder")
     max_sequence_length: int = Field(64, ge=2, description="prompt + response tokens; longer is truncated")
     sampling: SamplingConfig = SamplingConfig()
+    agent_config: str = Field(
+        "agent_workspace/agent_config.yaml",
+        description="worker=agent: the agent config file (docs/agents.md), relative to the recipe folder",
+    )
+    _recipe_dir: str = PrivateAttr(".")  # set by NexRLConfig: where agent_config and tools resolve
+
+    @property
+    def recipe_dir(self) -> str:
+        return self._recipe_dir
 
 
 class PoolConfig(Strict):
@@ -395,6 +404,11 @@ class NexRLConfig(Strict):
             steps = self.total_steps * self.trainer.optimizer_steps_per_batch(self.train_batch_size)
             decay = max(steps - sched.warmup_steps, 1)
             self.trainer.lr_schedule = sched.model_copy(update={"decay_steps": decay})
+        return self
+
+    @model_validator(mode="after")
+    def _share_recipe_dir(self) -> NexRLConfig:
+        self.rollout._recipe_dir = self.recipe_dir  # the agent worker gets only the rollout section
         return self
 
     @property
