@@ -85,3 +85,14 @@ def test_two_ranks_push_the_gathered_weights_to_every_replica_bitwise(
     monkeypatch.setattr(ctrl.tracker, "log", log_then_compare)
     summary = ctrl.run()
     assert checked == [1, 2, 3] and summary.stats["trainer_pushes"] == 3
+
+
+@pytest.mark.slow
+def test_the_default_recipe_learns_with_two_trainer_ranks(tmp_path: Path) -> None:
+    """The shortened default recipe (as test_recipe_learns) with 2 FSDP2 trainer ranks on Ray."""
+    overrides = ["total_steps=100", "validation.every=100", "logging.plot=false", "ray.trainer_ranks=2",
+                 "ray.trainer.num_cpus=0.5", "threads=1"]
+    summary = RayController(ray_config(tmp_path, overrides), echo=None).run()
+    before, after = summary.val_after_warm_start["val_accuracy"], summary.val_final["val_accuracy"]
+    print(f"held-out accuracy with 2 trainer ranks: warm start {before:.3f} -> after RL {after:.3f}")
+    assert before <= 0.5 and after >= before + 0.3
