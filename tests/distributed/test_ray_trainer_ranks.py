@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from nexrl_runtime.config import ConfigError
+from nexrl_runtime.config import ConfigError, load_config
 from nexrl_runtime.distributed.weights import unpack
 from tests.distributed.conftest import ray_config
 from tests.distributed.replicas import http_config
+from tests.integration.conftest import RECIPE
 from tests.integration.test_sync_modes import SMALL
 
 ray = pytest.importorskip("ray")
@@ -90,9 +91,10 @@ def test_two_ranks_push_the_gathered_weights_to_every_replica_bitwise(
 @pytest.mark.slow
 def test_the_default_recipe_learns_with_two_trainer_ranks(tmp_path: Path) -> None:
     """The shortened default recipe (as test_recipe_learns) with 2 FSDP2 trainer ranks on Ray."""
-    overrides = ["total_steps=100", "validation.every=100", "logging.plot=false", "ray.trainer_ranks=2",
+    overrides = [f"output_dir={tmp_path}", "launch_mode=ray", "logging.progress_bar=false", "total_steps=100",
+                 "validation.every=100", "logging.plot=false", "ray.trainer_ranks=2",
                  "ray.trainer.num_cpus=0.5", "threads=1"]
-    summary = RayController(ray_config(tmp_path, overrides), echo=None).run()
+    summary = RayController(load_config(RECIPE, overrides), echo=None).run()
     before, after = summary.val_after_warm_start["val_accuracy"], summary.val_final["val_accuracy"]
     print(f"held-out accuracy with 2 trainer ranks: warm start {before:.3f} -> after RL {after:.3f}")
     assert before <= 0.5 and after >= before + 0.3
