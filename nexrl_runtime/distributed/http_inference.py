@@ -22,7 +22,7 @@ from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.distributed.proxies import RayTrainerProxy, StateRef
 from nexrl_runtime.distributed.roles import Route
 from nexrl_runtime.inference.base import Completion, InferenceEngine, SamplingParams
-from nexrl_runtime.inference.discovery import ReplicaKeeper
+from nexrl_runtime.inference.discovery import ReplicaKeeper, expand
 from nexrl_runtime.inference.factory import start_vllm, weight_pusher
 from nexrl_runtime.inference.openai_client import WeightPusher
 from nexrl_runtime.inference.vllm_server import VLLMServer
@@ -148,18 +148,26 @@ class ReplicaRoute(InferenceEngine):
                 server.stop()
 
 
+def replica_urls(config: NexRLConfig) -> list[str]:
+    """The configured replica URLs (`engine: openai`), checked: a config error before Ray starts."""
+    inf = config.inference
+    urls = inf.base_urls or config.cluster.inference.base_urls
+    if not urls:
+        raise ConfigError(
+            "inference.base_urls: inference.engine=openai needs the servers' URLs here "
+            "(or in cluster.inference.base_urls)"
+        )
+    expand(urls, lambda host: [])  # every URL has a host name
+    return list(urls)
+
+
 def open_route(config: NexRLConfig) -> ReplicaRoute:
     """Start the servers (`engine: vllm`) or find them (`engine: openai`), wait until the expected
     number serve, check them against `cluster.inference`, and keep watching them."""
     inf = config.inference
     servers = start_vllm(config) if inf.engine == "vllm" else []
     try:
-        urls = [s.base_url for s in servers] or inf.base_urls or config.cluster.inference.base_urls
-        if not urls:
-            raise ConfigError(
-                "inference.base_urls: inference.engine=openai needs the servers' URLs here "
-                "(or in cluster.inference.base_urls)"
-            )
+        urls = [s.base_url for s in servers] or replica_urls(config)
         keeper = ReplicaKeeper(urls)
         try:
             expected = inf.replicas if servers else config.cluster.inference.replicas

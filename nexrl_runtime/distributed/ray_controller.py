@@ -16,8 +16,8 @@ from typing import TextIO
 from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.controller import Controller, RunSummary
 from nexrl_runtime.distributed.driver import connect
-from nexrl_runtime.distributed.http_inference import ReplicaRoute, open_route
-from nexrl_runtime.distributed.layout import check_trainer_ranks, serves_over_http
+from nexrl_runtime.distributed.http_inference import ReplicaRoute, open_route, replica_urls
+from nexrl_runtime.distributed.layout import check_trainer_ranks, plan_groups, serves_over_http
 from nexrl_runtime.distributed.proxies import EngineGroup, RayTrainerProxy, RayWorkerProxy
 from nexrl_runtime.distributed.roles import Route
 from nexrl_runtime.distributed.runtime import RayRuntime
@@ -32,7 +32,11 @@ class RayController(Controller):
     launch_modes = ("ray",)
 
     def __init__(self, config: NexRLConfig, echo: TextIO | None = sys.stdout):
+        # config errors of the layout and the replicas surface before Ray starts
         check_trainer_ranks(config)
+        plan_groups(config, bool(config.validation.path))
+        if config.inference.engine == "openai":
+            replica_urls(config)
         connect(config)
         self.runtime: RayRuntime | None = None
         self.engine_group: EngineGroup | ReplicaRoute | None = None

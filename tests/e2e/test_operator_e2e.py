@@ -155,7 +155,8 @@ def test_invalid_spec_fails_with_validation_failed_and_no_children(cluster: Clus
     assert "spec.model" in valid["message"] and "spec.model" in job["status"]["message"]
     assert condition(job, "Failed")["reason"] == "ValidationFailed"
     assert cluster.owned(ns, "bad") == {}
-    assert "ValidationFailed" in cluster.events(ns, "bad")
+    # events follow the status write that announced the phase: wait for them, do not race them
+    wait_for(lambda: "ValidationFailed" in cluster.events(ns, "bad"), what="the ValidationFailed event")
 
 
 def test_delete_removes_children_and_the_finalizer(cluster: Cluster, ns: str) -> None:
