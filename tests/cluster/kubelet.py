@@ -50,14 +50,17 @@ class Node:
 
     def token(self, namespace: str, account: str) -> str:
         """The bearer token of a service account (one per account, as a projected token would be)."""
-        return self.tokens.setdefault((namespace, account), f"box.{namespace}.{account}.{secrets.token_hex(8)}")
+        return self.tokens.setdefault(
+            (namespace, account), f"box.{namespace}.{account}.{secrets.token_hex(8)}"
+        )
 
 
 class Pod:
     """One running pod: a network namespace, a process per container, readiness from its probes."""
 
-    def __init__(self, node: Node, manifest: Manifest, hostname: str | None = None,
-                 subdomain: str | None = None) -> None:
+    def __init__(
+        self, node: Node, manifest: Manifest, hostname: str | None = None, subdomain: str | None = None
+    ) -> None:
         self.node, self.manifest = node, manifest
         meta = manifest["metadata"]
         self.name, self.namespace = meta["name"], meta["namespace"]
@@ -78,8 +81,15 @@ class Pod:
             self._start(container)
 
     def info(self) -> dict[str, Any]:
-        return {"name": self.name, "namespace": self.namespace, "labels": self.labels, "ip": self.ip,
-                "ready": self.ready, "hostname": self.hostname, "subdomain": self.subdomain}
+        return {
+            "name": self.name,
+            "namespace": self.namespace,
+            "labels": self.labels,
+            "ip": self.ip,
+            "ready": self.ready,
+            "hostname": self.hostname,
+            "subdomain": self.subdomain,
+        }
 
     def log_path(self, container: str) -> pathlib.Path:
         return self.dir / f"{container}.log"
@@ -107,7 +117,9 @@ class Pod:
             elif "emptyDir" in volume:
                 path.mkdir(parents=True, exist_ok=True)
             else:
-                raise RuntimeError(f"pod {self.name}: volume {name} kind {sorted(volume)} is not served by the box")
+                raise RuntimeError(
+                    f"pod {self.name}: volume {name} kind {sorted(volume)} is not served by the box"
+                )
             out[name] = path
         account = self.spec.get("serviceAccountName") or "default"
         if not self.node.service_account(self.namespace, account):
@@ -129,27 +141,45 @@ class Pod:
     def _start(self, container: Manifest) -> None:
         image = self._image(container)
         node = self.node
-        base = {**node.base_env, **image.env, "HOSTNAME": self.hostname,
-                "KUBERNETES_SERVICE_HOST": node.bridge.host_ip, "KUBERNETES_SERVICE_PORT": str(node.api_port),
-                "KUBERNETES_SERVICE_PORT_HTTPS": str(node.api_port)}
-        env = podspec.container_env(container, self.manifest, self.ip, node.bridge.host_ip,
-                                    self._config_value, base)
+        base = {
+            **node.base_env,
+            **image.env,
+            "HOSTNAME": self.hostname,
+            "KUBERNETES_SERVICE_HOST": node.bridge.host_ip,
+            "KUBERNETES_SERVICE_PORT": str(node.api_port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(node.api_port),
+        }
+        env = podspec.container_env(
+            container, self.manifest, self.ip, node.bridge.host_ip, self._config_value, base
+        )
         words = podspec.argv(container, env, image.entrypoint, image.cmd)
         root = node.root / "node"
-        mounts = [sandbox.Mount(root / "hosts", "/etc/hosts"), sandbox.Mount(root / "resolv.conf", "/etc/resolv.conf"),
-                  sandbox.Mount(root / "host.conf", "/etc/host.conf"), sandbox.Mount(node.app, "/app"),
-                  sandbox.Mount(self._mounts["__home"], "/home/nexrl"),
-                  sandbox.Mount(self._mounts["__serviceaccount"], "/var/run/secrets/kubernetes.io/serviceaccount",
-                                read_only=True)]
+        mounts = [
+            sandbox.Mount(root / "hosts", "/etc/hosts"),
+            sandbox.Mount(root / "resolv.conf", "/etc/resolv.conf"),
+            sandbox.Mount(root / "host.conf", "/etc/host.conf"),
+            sandbox.Mount(node.app, "/app"),
+            sandbox.Mount(self._mounts["__home"], "/home/nexrl"),
+            sandbox.Mount(
+                self._mounts["__serviceaccount"],
+                "/var/run/secrets/kubernetes.io/serviceaccount",
+                read_only=True,
+            ),
+        ]
         for mount in container.get("volumeMounts") or ():
             source = self._mounts[mount["name"]]
             if mount.get("subPath"):
                 source = source / mount["subPath"]
             mounts.append(sandbox.Mount(source, mount["mountPath"], bool(mount.get("readOnly"))))
         script = self.dir / f"{container['name']}.sh"
-        script.write_text(sandbox.container_script(words, env, mounts, self.hostname,
-                                                   container.get("workingDir") or "/app", node.made))
-        self.procs[container["name"]] = sandbox.start_container(self.netns, script, self.log_path(container["name"]))
+        script.write_text(
+            sandbox.container_script(
+                words, env, mounts, self.hostname, container.get("workingDir") or "/app", node.made
+            )
+        )
+        self.procs[container["name"]] = sandbox.start_container(
+            self.netns, script, self.log_path(container["name"])
+        )
 
     def _config_value(self, name: str, key: str) -> str | None:
         cm = self.node.config_map(self.namespace, name)
@@ -164,10 +194,17 @@ class Pod:
                 continue
             self.exit_codes[container["name"]] = code
             if self.restart_policy == "Always" or (self.restart_policy == "OnFailure" and code != 0):
-                due = self._restart_at.setdefault(container["name"], time.monotonic() + min(10, 2**self.restarts))
+                due = self._restart_at.setdefault(
+                    container["name"], time.monotonic() + min(10, 2**self.restarts)
+                )
                 if time.monotonic() >= due:
-                    log.warning("pod %s/%s container %s exited %s: restarting", self.namespace, self.name,
-                                container["name"], code)
+                    log.warning(
+                        "pod %s/%s container %s exited %s: restarting",
+                        self.namespace,
+                        self.name,
+                        container["name"],
+                        code,
+                    )
                     self.restarts += 1
                     del self._restart_at[container["name"]]
                     sandbox.kill_netns(self.netns, grace=0.5) if len(self.procs) == 1 else None
@@ -203,6 +240,25 @@ class Pod:
             return False
         raise RuntimeError(f"pod {self.name}: readinessProbe {sorted(probe)} is not run by the box")
 
+    def exec(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        """`kubectl exec` of the first container: the command in its network, mount and UTS
+        namespaces, with its environment."""
+        container = self.spec["containers"][0]
+        proc = self.procs[container["name"]]
+        target = proc.pid  # ip netns exec, unshare and the script's bash all exec: this is the container
+        env = dict(
+            line.split("=", 1)
+            for line in pathlib.Path(f"/proc/{target}/environ").read_bytes().decode().split("\0")
+            if "=" in line
+        )
+        return subprocess.run(
+            ["nsenter", "-t", str(target), "-n", "-m", "-u", "--", *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=env,
+        )
+
     def stop(self) -> None:
         """Kill every process of the pod and remove its network namespace."""
         self.node.bridge.del_netns(self.netns)
@@ -237,6 +293,13 @@ def http_ok(ip: str, port: int, path: str, timeout: float = 1.0) -> bool:
 def pod_manifest(template: Manifest, name: str, namespace: str, labels: Mapping[str, str] = {}) -> Manifest:
     """A pod object from a pod template, as a controller creates it."""
     meta = dict(template.get("metadata") or {})
-    return {"metadata": {**meta, "name": name, "namespace": namespace,
-                         "labels": {**(meta.get("labels") or {}), **labels}, "uid": secrets.token_hex(8)},
-            "spec": dict(template["spec"])}
+    return {
+        "metadata": {
+            **meta,
+            "name": name,
+            "namespace": namespace,
+            "labels": {**(meta.get("labels") or {}), **labels},
+            "uid": secrets.token_hex(8),
+        },
+        "spec": dict(template["spec"]),
+    }

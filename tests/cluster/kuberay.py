@@ -17,7 +17,6 @@ import shlex
 import socket
 import time
 import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import podspec
@@ -65,8 +64,11 @@ class KubeRay:
         """(rayjob, jobDeploymentStatus, jobStatus) in the order they were written"""
 
     def tick(self, rayjobs: list[Manifest]) -> None:
-        live = {(o["metadata"]["namespace"], o["metadata"]["name"]): o for o in rayjobs
-                if not o["metadata"].get("deletionTimestamp")}
+        live = {
+            (o["metadata"]["namespace"], o["metadata"]["name"]): o
+            for o in rayjobs
+            if not o["metadata"].get("deletionTimestamp")
+        }
         for key, run in list(self.runs.items()):
             obj = live.get(key)
             if obj is None or obj["metadata"]["uid"] != run.uid:
@@ -89,50 +91,114 @@ class KubeRay:
                 self._step(run)
 
     def _create(self, run: RayJobRun, obj: Manifest) -> None:
-        owner = {"apiVersion": "ray.io/v1", "kind": "RayJob", "name": run.name, "uid": run.uid,
-                 "controller": True, "blockOwnerDeletion": True}
+        owner = {
+            "apiVersion": "ray.io/v1",
+            "kind": "RayJob",
+            "name": run.name,
+            "uid": run.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
         labels = {"ray.io/cluster": run.cluster, "ray.io/originated-from-crd": "RayJob"}
-        self.api.create("ray.io", "v1", "rayclusters", run.namespace, {
-            "apiVersion": "ray.io/v1", "kind": "RayCluster",
-            "metadata": {"name": run.cluster, "namespace": run.namespace, "labels": labels,
-                         "ownerReferences": [owner]},
-            "spec": run.spec["rayClusterSpec"]})
-        self.api.create("", "v1", "services", run.namespace, {
-            "apiVersion": "v1", "kind": "Service",
-            "metadata": {"name": f"{run.cluster}-head-svc", "namespace": run.namespace, "labels": labels,
-                         "ownerReferences": [{**owner, "apiVersion": "ray.io/v1", "kind": "RayCluster",
-                                              "name": run.cluster, "uid": self.api.uid("ray.io", "v1",
-                                                                                       "rayclusters", run.namespace,
-                                                                                       run.cluster)}]},
-            "spec": {"clusterIP": "None", "selector": {"ray.io/cluster": run.cluster, "ray.io/node-type": "head"},
-                     "ports": [{"name": "gcs", "port": 6379}, {"name": "dashboard", "port": 8265},
-                               {"name": "client", "port": 10001}]}})
-        self._status(run, {"jobDeploymentStatus": "Initializing", "jobStatus": "", "jobId": run.job_id,
-                           "rayClusterName": run.cluster, "startTime": now(),
-                           "dashboardURL": f"{run.head_svc}:8265", "observedGeneration":
-                           obj["metadata"].get("generation", 1)})
+        self.api.create(
+            "ray.io",
+            "v1",
+            "rayclusters",
+            run.namespace,
+            {
+                "apiVersion": "ray.io/v1",
+                "kind": "RayCluster",
+                "metadata": {
+                    "name": run.cluster,
+                    "namespace": run.namespace,
+                    "labels": labels,
+                    "ownerReferences": [owner],
+                },
+                "spec": run.spec["rayClusterSpec"],
+            },
+        )
+        self.api.create(
+            "",
+            "v1",
+            "services",
+            run.namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {
+                    "name": f"{run.cluster}-head-svc",
+                    "namespace": run.namespace,
+                    "labels": labels,
+                    "ownerReferences": [
+                        {
+                            **owner,
+                            "apiVersion": "ray.io/v1",
+                            "kind": "RayCluster",
+                            "name": run.cluster,
+                            "uid": self.api.uid("ray.io", "v1", "rayclusters", run.namespace, run.cluster),
+                        }
+                    ],
+                },
+                "spec": {
+                    "clusterIP": "None",
+                    "selector": {"ray.io/cluster": run.cluster, "ray.io/node-type": "head"},
+                    "ports": [
+                        {"name": "gcs", "port": 6379},
+                        {"name": "dashboard", "port": 8265},
+                        {"name": "client", "port": 10001},
+                    ],
+                },
+            },
+        )
+        self._status(
+            run,
+            {
+                "jobDeploymentStatus": "Initializing",
+                "jobStatus": "",
+                "jobId": run.job_id,
+                "rayClusterName": run.cluster,
+                "startTime": now(),
+                "dashboardURL": f"{run.head_svc}:8265",
+                "observedGeneration": obj["metadata"].get("generation", 1),
+            },
+        )
         head_spec = run.spec["rayClusterSpec"]["headGroupSpec"]
-        run.head = self._ray_pod(run, head_spec, "head", "headgroup", f"{run.cluster}-head-{secrets.token_hex(3)[:5]}")
+        run.head = self._ray_pod(
+            run, head_spec, "head", "headgroup", f"{run.cluster}-head-{secrets.token_hex(3)[:5]}"
+        )
 
     def _ray_pod(self, run: RayJobRun, group: Manifest, node_type: str, group_name: str, name: str) -> Pod:
-        labels = {"ray.io/cluster": run.cluster, "ray.io/node-type": node_type, "ray.io/group": group_name,
-                  "ray.io/is-ray-node": "yes"}
+        labels = {
+            "ray.io/cluster": run.cluster,
+            "ray.io/node-type": node_type,
+            "ray.io/group": group_name,
+            "ray.io/is-ray-node": "yes",
+        }
         manifest = pod_manifest(group["template"], name, run.namespace, labels)
         spec = manifest["spec"]
         containers = [dict(c) for c in spec["containers"]]
         ray = containers[0]
-        start = podspec.ray_start_args(ray, group.get("rayStartParams") or {}, node_type == "head",
-                                       f"{run.head_svc}:6379", "$(MY_POD_IP)")
+        start = podspec.ray_start_args(
+            ray,
+            group.get("rayStartParams") or {},
+            node_type == "head",
+            f"{run.head_svc}:6379",
+            "$(MY_POD_IP)",
+        )
         # as KubeRay: a shell that raises the file limit, then ray start ($(MY_POD_IP) is expanded by kubelet)
         ray["command"] = ["bash", "-c", "ulimit -n 65536 || true; exec " + shlex.join(start)]
         ray.pop("args", None)
-        ray["env"] = [*(ray.get("env") or ()),
-                      {"name": "MY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
-                      {"name": "RAY_CLUSTER_NAME", "value": run.cluster},
-                      {"name": "RAY_USAGE_STATS_KUBERAY_IN_USE", "value": "1"},
-                      {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
-                      {"name": "RAY_ADDRESS", "value": "127.0.0.1:6379" if node_type == "head"
-                       else f"{run.head_svc}:6379"}]
+        ray["env"] = [
+            *(ray.get("env") or ()),
+            {"name": "MY_POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}},
+            {"name": "RAY_CLUSTER_NAME", "value": run.cluster},
+            {"name": "RAY_USAGE_STATS_KUBERAY_IN_USE", "value": "1"},
+            {"name": "RAY_USAGE_STATS_ENABLED", "value": "0"},
+            {
+                "name": "RAY_ADDRESS",
+                "value": "127.0.0.1:6379" if node_type == "head" else f"{run.head_svc}:6379",
+            },
+        ]
         spec["containers"] = [ray, *containers[1:]]
         spec.setdefault("restartPolicy", "Always")
         return Pod(self.node, manifest)
@@ -150,9 +216,20 @@ class KubeRay:
         ready = _head_ready(head) and all(_worker_ready(w) for w in run.workers)
         ready = ready and (run.workers or not run.spec["rayClusterSpec"].get("workerGroupSpecs"))
         if run.submitter is None and ready:
-            self.api.patch_status("ray.io", "v1", "rayclusters", run.namespace, run.cluster,
-                                  {"status": {"state": "ready", "readyWorkerReplicas": len(run.workers),
-                                              "head": {"podIP": head.ip}}})
+            self.api.patch_status(
+                "ray.io",
+                "v1",
+                "rayclusters",
+                run.namespace,
+                run.cluster,
+                {
+                    "status": {
+                        "state": "ready",
+                        "readyWorkerReplicas": len(run.workers),
+                        "head": {"podIP": head.ip},
+                    }
+                },
+            )
             run.submitter = self._submitter(run)
             self._status(run, {"jobDeploymentStatus": "Running", "jobStatus": "PENDING"})
         if run.submitter is None:
@@ -166,19 +243,41 @@ class KubeRay:
             final = status if status in TERMINAL else "FAILED"
             reason = "" if status in TERMINAL else f"the submitter exited {code}"
             run.done = True
-            self._status(run, {"jobStatus": final, "jobDeploymentStatus": TERMINAL[final], "endTime": now(),
-                               "succeeded" if final == "SUCCEEDED" else "failed": 1,
-                               **({"message": reason, "reason": "SubmissionFailed"} if reason else {})})
+            self._status(
+                run,
+                {
+                    "jobStatus": final,
+                    "jobDeploymentStatus": TERMINAL[final],
+                    "endTime": now(),
+                    "succeeded" if final == "SUCCEEDED" else "failed": 1,
+                    **({"message": reason, "reason": "SubmissionFailed"} if reason else {}),
+                },
+            )
             if run.spec.get("shutdownAfterJobFinishes"):
                 self._teardown(run, delete_objects=True)
 
     def _submitter(self, run: RayJobRun) -> Pod:
-        template = run.spec.get("submitterPodTemplate") or {"spec": {"containers": [{"name": "ray-job-submitter"}]}}
-        manifest = pod_manifest(template, f"{run.name}-{secrets.token_hex(3)[:5]}", run.namespace,
-                                {"batch.kubernetes.io/job-name": run.name})
+        template = run.spec.get("submitterPodTemplate") or {
+            "spec": {"containers": [{"name": "ray-job-submitter"}]}
+        }
+        manifest = pod_manifest(
+            template,
+            f"{run.name}-{secrets.token_hex(3)[:5]}",
+            run.namespace,
+            {"batch.kubernetes.io/job-name": run.name},
+        )
         container = dict(manifest["spec"]["containers"][0])
-        container["command"] = ["ray", "job", "submit", "--address", f"http://{run.head_svc}:8265",
-                                "--submission-id", run.job_id, "--", *shlex.split(run.spec["entrypoint"])]
+        container["command"] = [
+            "ray",
+            "job",
+            "submit",
+            "--address",
+            f"http://{run.head_svc}:8265",
+            "--submission-id",
+            run.job_id,
+            "--",
+            *shlex.split(run.spec["entrypoint"]),
+        ]
         manifest["spec"]["containers"] = [container]
         manifest["spec"]["restartPolicy"] = "Never"
         return Pod(self.node, manifest)
@@ -221,8 +320,11 @@ def _safe_ok(ip: str, port: int, path: str) -> bool:
 
 def _head_ready(pod: Pod) -> bool:
     """KubeRay's head probe: the raylet's and the GCS's health endpoints."""
-    return pod.running and _safe_ok(pod.ip, 52365, "/api/local_raylet_healthz") and \
-        _safe_ok(pod.ip, 8265, "/api/gcs_healthz")
+    return (
+        pod.running
+        and _safe_ok(pod.ip, 52365, "/api/local_raylet_healthz")
+        and _safe_ok(pod.ip, 8265, "/api/gcs_healthz")
+    )
 
 
 def _worker_ready(pod: Pod) -> bool:

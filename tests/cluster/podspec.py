@@ -19,6 +19,7 @@ _VAR = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
 def expand(text: str, env: Mapping[str, str]) -> str:
     """Kubernetes `$(VAR)` expansion: a defined VAR is replaced, an undefined one is left as is,
     `$$` escapes a `$` (so `$$(VAR)` stays `$(VAR)`)."""
+
     def one(match: re.Match[str]) -> str:
         if match.group(0) == "$$":
             return "$"
@@ -50,8 +51,14 @@ def field_ref(path: str, pod: Manifest, pod_ip: str, host_ip: str) -> str:
     raise ValueError(f"env fieldRef.fieldPath {path!r} is not one kubelet serves")
 
 
-def container_env(container: Manifest, pod: Manifest, pod_ip: str, host_ip: str,
-                  config_value: Callable[[str, str], str | None], base: Mapping[str, str] = {}) -> dict[str, str]:
+def container_env(
+    container: Manifest,
+    pod: Manifest,
+    pod_ip: str,
+    host_ip: str,
+    config_value: Callable[[str, str], str | None],
+    base: Mapping[str, str] = {},
+) -> dict[str, str]:
     """The container's environment as kubelet builds it: `base` (image env, Service variables),
     then `env` in order, each value `$(VAR)`-expanded against what is defined before it."""
     env = dict(base)
@@ -97,8 +104,9 @@ def resource_field(container: Manifest, resource: str, divisor: str | None) -> s
     return str(math.ceil(quantity(value) / quantity(divisor or "1")))
 
 
-def argv(container: Manifest, env: Mapping[str, str], entrypoint: Sequence[str] = (),
-         cmd: Sequence[str] = ()) -> list[str]:
+def argv(
+    container: Manifest, env: Mapping[str, str], entrypoint: Sequence[str] = (), cmd: Sequence[str] = ()
+) -> list[str]:
     """What the container runs: `command` (else the image's ENTRYPOINT) + `args` (else the image's
     CMD, only when `command` is not set), `$(VAR)`-expanded."""
     command = container.get("command")
@@ -113,24 +121,28 @@ def argv(container: Manifest, env: Mapping[str, str], entrypoint: Sequence[str] 
 
 
 def _resource(container: Manifest, kind: str, predicate: Callable[[str], bool]) -> float | None:
-    values = ((container.get("resources") or {}).get(kind) or {})
+    values = (container.get("resources") or {}).get(kind) or {}
     found = [quantity(v) for k, v in values.items() if predicate(k)]
     return sum(found) if found else None
 
 
-def ray_start_args(container: Manifest, params: Mapping[str, Any], head: bool, head_address: str,
-                   node_ip: str) -> list[str]:
+def ray_start_args(
+    container: Manifest, params: Mapping[str, Any], head: bool, head_address: str, node_ip: str
+) -> list[str]:
     """`ray start` as KubeRay writes it for a head or worker container: the group's rayStartParams as
     `--key=value`, `--num-cpus` / `--memory` from the CPU and memory limits (else requests),
     `--num-gpus` from the limits of `*gpu` resources (e.g. `nvidia.com/gpu`), `--block`."""
     words = ["ray", "start", "--head" if head else f"--address={head_address}"]
     given = {str(k): v for k, v in params.items()}
     derived: dict[str, Any] = {}
-    cpu = _resource(container, "limits", lambda k: k == "cpu") or _resource(container, "requests", lambda k: k == "cpu")
+    cpu = _resource(container, "limits", lambda k: k == "cpu") or _resource(
+        container, "requests", lambda k: k == "cpu"
+    )
     if cpu:
         derived["num-cpus"] = math.ceil(cpu)
-    memory = (_resource(container, "limits", lambda k: k == "memory")
-              or _resource(container, "requests", lambda k: k == "memory"))
+    memory = _resource(container, "limits", lambda k: k == "memory") or _resource(
+        container, "requests", lambda k: k == "memory"
+    )
     if memory:
         derived["memory"] = int(memory)
     gpus = _resource(container, "limits", lambda k: k.endswith("gpu"))
@@ -156,8 +168,9 @@ def service_names(name: str, namespace: str) -> list[str]:
     return [f"{name}.{namespace}.svc.{DOMAIN}", f"{name}.{namespace}.svc", f"{name}.{namespace}", name]
 
 
-def hosts_file(services: Iterable[Manifest], pods: Iterable[Mapping[str, Any]],
-               extra: Mapping[str, str] = {}) -> str:
+def hosts_file(
+    services: Iterable[Manifest], pods: Iterable[Mapping[str, Any]], extra: Mapping[str, str] = {}
+) -> str:
     """An /etc/hosts for every pod: each Service name -> the IPs of its ready pods (all of them, for a
     headless Service as for a ClusterIP one: the box has no virtual IPs, see docs/box.md); each pod's
     hostname (and `<hostname>.<subdomain>` for StatefulSet pods) -> its IP; `extra` name -> IP.
@@ -170,12 +183,19 @@ def hosts_file(services: Iterable[Manifest], pods: Iterable[Mapping[str, Any]],
     for pod in pods:
         names = [pod["hostname"]]
         if pod.get("subdomain"):
-            names[:0] = [f"{pod['hostname']}.{n}" for n in service_names(pod["subdomain"], pod["namespace"])[:3]]
+            names[:0] = [
+                f"{pod['hostname']}.{n}" for n in service_names(pod["subdomain"], pod["namespace"])[:3]
+            ]
         lines.append(f"{pod['ip']}\t{' '.join(names)}")
     for service in services:
         meta, spec = service["metadata"], service.get("spec") or {}
-        ips = [p["ip"] for p in pods if p["ready"] and p["namespace"] == meta["namespace"]
-               and selects(spec.get("selector"), p["labels"])]
+        ips = [
+            p["ip"]
+            for p in pods
+            if p["ready"]
+            and p["namespace"] == meta["namespace"]
+            and selects(spec.get("selector"), p["labels"])
+        ]
         names = " ".join(service_names(meta["name"], meta["namespace"]))
         lines.extend(f"{ip}\t{names}" for ip in sorted(ips, key=_ip_key))
     return "\n".join(lines) + "\n"

@@ -7,6 +7,7 @@ Needs root, `ip` and `unshare` (util-linux). Everything made here is undone by `
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import itertools
 import os
@@ -57,9 +58,13 @@ class Bridge:
         sh("ip", "link", "add", host_end, "type", "veth", "peer", "name", pod_end)
         sh("ip", "link", "set", host_end, "master", self.name, "up")
         sh("ip", "link", "set", pod_end, "netns", netns)
-        for cmd in (["link", "set", "lo", "up"], ["link", "set", pod_end, "name", "eth0"],
-                    ["addr", "add", f"{ip}/24", "dev", "eth0"], ["link", "set", "eth0", "up"],
-                    ["route", "add", "default", "via", self.host_ip]):
+        for cmd in (
+            ["link", "set", "lo", "up"],
+            ["link", "set", pod_end, "name", "eth0"],
+            ["addr", "add", f"{ip}/24", "dev", "eth0"],
+            ["link", "set", "eth0", "up"],
+            ["route", "add", "default", "via", self.host_ip],
+        ):
             sh("ip", "-n", netns, *cmd)
         return netns, ip
 
@@ -86,10 +91,8 @@ def kill_netns(netns: str, grace: float = 5.0) -> None:
     for sig, wait in ((signal.SIGTERM, grace), (signal.SIGKILL, 5.0)):
         pids = netns_pids(netns)
         for pid in pids:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
         deadline = time.monotonic() + wait
         while pids and time.monotonic() < deadline:
             pids = netns_pids(netns)
@@ -107,8 +110,14 @@ class Mount:
     read_only: bool = False
 
 
-def container_script(argv: Sequence[str], env: Mapping[str, str], mounts: Sequence[Mount], hostname: str,
-                     workdir: str, made: list[pathlib.Path]) -> str:
+def container_script(
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    mounts: Sequence[Mount],
+    hostname: str,
+    workdir: str,
+    made: list[pathlib.Path],
+) -> str:
     """The shell that sets up one container's mount namespace and execs its command.
 
     Mount points that do not exist on the host (/app, /etc/nexrl, ...) are created as empty folders
@@ -128,8 +137,12 @@ def container_script(argv: Sequence[str], env: Mapping[str, str], mounts: Sequen
         lines.append(f"mount --bind {shlex.quote(str(mount.source))} {shlex.quote(mount.target)}")
         if mount.read_only:
             lines.append(f"mount -o remount,bind,ro {shlex.quote(mount.target)}")
-    lines += ["mount -t tmpfs -o size=2g tmpfs /dev/shm", "mount -t tmpfs tmpfs /tmp",
-              f"hostname {shlex.quote(hostname)}", f"cd {shlex.quote(workdir)}"]
+    lines += [
+        "mount -t tmpfs -o size=2g tmpfs /dev/shm",
+        "mount -t tmpfs tmpfs /tmp",
+        f"hostname {shlex.quote(hostname)}",
+        f"cd {shlex.quote(workdir)}",
+    ]
     assignments = " ".join(shlex.quote(f"{k}={v}") for k, v in env.items())
     lines.append(f"exec env -i {assignments} {shlex.join(argv)}")
     return "\n".join(lines) + "\n"
@@ -138,6 +151,10 @@ def container_script(argv: Sequence[str], env: Mapping[str, str], mounts: Sequen
 def start_container(netns: str, script: pathlib.Path, log: pathlib.Path) -> subprocess.Popen[bytes]:
     """Run a container script inside the pod's network namespace, in a new UTS and mount namespace."""
     with log.open("ab") as out:
-        return subprocess.Popen(["ip", "netns", "exec", netns, "unshare", "--uts", "--", "bash", str(script)],
-                                stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)
+        return subprocess.Popen(
+            ["ip", "netns", "exec", netns, "unshare", "--uts", "--", "bash", str(script)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )

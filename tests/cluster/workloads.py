@@ -60,22 +60,34 @@ class Workloads:
         template = obj["spec"]["template"]
         if kind == "Deployment":
             while len(pods) < replicas:
-                pods.append(Pod(self.node, pod_manifest(template, f"{name}-{secrets.token_hex(3)}", namespace)))
+                pods.append(
+                    Pod(self.node, pod_manifest(template, f"{name}-{secrets.token_hex(3)}", namespace))
+                )
             return
         ordered = obj["spec"].get("podManagementPolicy", "OrderedReady") == "OrderedReady"
         while len(pods) < replicas and (not ordered or all(p.ready for p in pods)):
             ordinal = len(pods)
             pod_name = f"{name}-{ordinal}"
-            manifest = pod_manifest(template, pod_name, namespace,
-                                    {"statefulset.kubernetes.io/pod-name": pod_name,
-                                     "apps.kubernetes.io/pod-index": str(ordinal)})
+            manifest = pod_manifest(
+                template,
+                pod_name,
+                namespace,
+                {
+                    "statefulset.kubernetes.io/pod-name": pod_name,
+                    "apps.kubernetes.io/pod-index": str(ordinal),
+                },
+            )
             pods.append(Pod(self.node, manifest, hostname=pod_name, subdomain=obj["spec"].get("serviceName")))
 
     def _report(self, key: Key, obj: Manifest) -> None:
         pods = self.pods.get(key, [])
         ready = sum(p.ready for p in pods)
-        status: dict[str, Any] = {"observedGeneration": obj["metadata"].get("generation", 1),
-                                  "replicas": len(pods), "readyReplicas": ready, "updatedReplicas": len(pods)}
+        status: dict[str, Any] = {
+            "observedGeneration": obj["metadata"].get("generation", 1),
+            "replicas": len(pods),
+            "readyReplicas": ready,
+            "updatedReplicas": len(pods),
+        }
         if key[0] == "Deployment":
             status["availableReplicas"] = ready
         else:

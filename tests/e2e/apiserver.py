@@ -205,7 +205,8 @@ class ApiServer(Views, kmock.KubernetesEmulator):
         if target and target.verb == "create" and isinstance(request.data, dict):
             name = request.data.get("metadata", {}).get("name")
         agent, selector = request.headers.get("User-Agent", ""), request.params.get("labelSelector", "")
-        token = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
         call = Call.of(target, request.url.path, name, agent, selector, token)
         self.calls.append(call)
         fault = next((f for f in self.faults if f.hits < f.times and f.matches(call)), None)

@@ -93,7 +93,7 @@ class EmulatorThread:
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout)
 
     def write_kubeconfig(self, path: pathlib.Path) -> pathlib.Path:
-        """A kubeconfig that points kopf and the kubernetes client at the emulator (no auth; the CA when TLS)."""
+        """A kubeconfig that points kopf and the kubernetes client at the emulator (no auth; TLS: its CA)."""
         cluster: dict[str, Any] = {"server": self.url}
         user: dict[str, Any] = {}
         if self.tls:  # over HTTPS, kubectl prompts for a username unless the user has credentials
