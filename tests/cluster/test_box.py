@@ -141,6 +141,10 @@ def test_arithmetic_cpu_twin_runs_to_succeeded(box: Box) -> None:
         assert "-head-svc.team-b.svc.cluster.local:6379" in text
     # shutdownAfterJobFinishes: the RayCluster and its pods go
     wait_for(lambda: not box.kuberay.all_pods(), 60, what="the RayCluster's pods to go")
-    assert not [
-        c for c in box.server.live("ray.io", "v1", "rayclusters") if c["metadata"]["namespace"] == "team-b"
-    ]
+
+    def clusters() -> list[str]:
+        return [c["metadata"]["name"] for c in box.server.live("ray.io", "v1", "rayclusters")
+                if c["metadata"]["namespace"] == "team-b"]
+
+    wait_for(lambda: not clusters(), 30, what="the RayCluster to be deleted")
+    assert not box.errors, box.errors
