@@ -50,6 +50,8 @@ IMAGES = {  # the Dockerfile's targets and the official vLLM image: ENTRYPOINT, 
     "vllm/vllm-openai": Image(("vllm", "serve"), (), {}),
 }
 ADMIN_TOKEN = "emulator-admin"
+SHIMS = "/opt/nexrl-box/bin"
+"""where the pods find the box's launchers (first on PATH)"""
 
 
 class Api:
@@ -158,8 +160,12 @@ class Box:
         app.mkdir()
         (app / "recipe").symlink_to(REPO / "recipe")
         bin_dir = pathlib.Path(sys.prefix) / "bin"
+        shims = self.workdir / "bin"  # `vllm` for the CPU build (DESIGN.md: its own CLI fails as installed)
+        shims.mkdir()
+        (shims / "vllm").write_text('#!/bin/sh\nexec python -m nexrl_runtime.inference.vllm_server "$@"\n')
+        (shims / "vllm").chmod(0o755)
         base_env = {
-            "PATH": f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "PATH": f"{SHIMS}:{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": "/home/nexrl",
             "LANG": "C.UTF-8",
             "PYTHONUNBUFFERED": "1",
@@ -175,6 +181,7 @@ class Box:
             base_env=base_env,
             images=IMAGES,
             config_map=self._config_map,
+            mounts=((shims, SHIMS),),
             service_account=self._service_account,
         )
         self.workloads = Workloads(

@@ -11,7 +11,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from box import Box
 
-CHART_VALUES = {"runtime": {"namespaces": ["team-b"]}}
+CHART_VALUES = {"runtime": {"namespaces": ["team-a", "team-b"]}}
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,8 @@ class Node:
     images: Mapping[str, Image]
     config_map: Callable[[str, str], Manifest | None]
     service_account: Callable[[str, str], bool]
+    mounts: tuple[tuple[pathlib.Path, str], ...] = ()
+    """host folder -> path in every container (the box's own additions, e.g. the vllm launcher)"""
     made: list[pathlib.Path] = dataclasses.field(default_factory=list)
     tokens: dict[tuple[str, str], str] = dataclasses.field(default_factory=dict)
 
@@ -76,9 +78,13 @@ class Pod:
         self.ready = False
         self.exit_codes: dict[str, int] = {}
         self.started = time.monotonic()
-        self._mounts = self._volumes()
-        for container in self.spec["containers"]:
-            self._start(container)
+        try:
+            self._mounts = self._volumes()
+            for container in self.spec["containers"]:
+                self._start(container)
+        except BaseException:
+            self.stop()
+            raise
 
     def info(self) -> dict[str, Any]:
         return {
@@ -166,6 +172,7 @@ class Pod:
                 read_only=True,
             ),
         ]
+        mounts += [sandbox.Mount(source, target, read_only=True) for source, target in node.mounts]
         for mount in container.get("volumeMounts") or ():
             source = self._mounts[mount["name"]]
             if mount.get("subPath"):

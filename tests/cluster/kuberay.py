@@ -45,6 +45,8 @@ class RayJobRun:
         self.submitter: Pod | None = None
         self.job_status = ""
         self.done = False
+        self.refused = ""
+        """why the head pod cannot be made (e.g. a missing service account), once said"""
 
     @property
     def head_svc(self) -> str:
@@ -162,10 +164,6 @@ class KubeRay:
                 "observedGeneration": obj["metadata"].get("generation", 1),
             },
         )
-        head_spec = run.spec["rayClusterSpec"]["headGroupSpec"]
-        run.head = self._ray_pod(
-            run, head_spec, "head", "headgroup", f"{run.cluster}-head-{secrets.token_hex(3)[:5]}"
-        )
 
     def _ray_pod(self, run: RayJobRun, group: Manifest, node_type: str, group_name: str, name: str) -> Pod:
         labels = {
@@ -204,10 +202,19 @@ class KubeRay:
         return Pod(self.node, manifest)
 
     def _step(self, run: RayJobRun) -> None:
+        if run.head is None:  # retried every tick while the pod cannot be made (as kubelet retries)
+            try:
+                head_spec = run.spec["rayClusterSpec"]["headGroupSpec"]
+                name = f"{run.cluster}-head-{secrets.token_hex(3)[:5]}"
+                run.head = self._ray_pod(run, head_spec, "head", "headgroup", name)
+            except RuntimeError as err:
+                if run.refused != str(err):
+                    log.error("RayJob %s/%s: %s", run.namespace, run.name, err)
+                    run.refused = str(err)
+                return
         for pod in run.pods():
             pod.tick()
         head = run.head
-        assert head is not None
         if not run.workers and head.running and _gcs_up(head.ip):
             for group in run.spec["rayClusterSpec"].get("workerGroupSpecs") or ():
                 for _ in range(int(group.get("replicas", group.get("minReplicas", 0)) or 0)):

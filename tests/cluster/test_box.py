@@ -143,8 +143,86 @@ def test_arithmetic_cpu_twin_runs_to_succeeded(box: Box) -> None:
     wait_for(lambda: not box.kuberay.all_pods(), 60, what="the RayCluster's pods to go")
 
     def clusters() -> list[str]:
-        return [c["metadata"]["name"] for c in box.server.live("ray.io", "v1", "rayclusters")
-                if c["metadata"]["namespace"] == "team-b"]
+        return [
+            c["metadata"]["name"]
+            for c in box.server.live("ray.io", "v1", "rayclusters")
+            if c["metadata"]["namespace"] == "team-b"
+        ]
 
     wait_for(lambda: not clusters(), 30, what="the RayCluster to be deleted")
     assert not box.errors, box.errors
+
+
+GSM8K_TWIN = REPO / "examples" / "cpu" / "nexrljob-gsm8k-cpu.yaml"
+GSM8K_ROWS = [
+    {
+        "prompt": f"<|im_start|>user\nWhat is {a} + {b}? Put the answer in \\boxed{{}}.<|im_end|>\n"
+        "<|im_start|>assistant\n",
+        "answer": str(a + b),
+    }
+    for a, b in ((2, 3), (10, 7), (4, 4), (6, 9))
+]
+
+
+def prepare_claim(box: Box, namespace: str, claim: str) -> None:
+    """The existing claim of the GSM8K twin: its PVC object, the converted model and GSM8K-shaped data
+    in the folder the box mounts for it."""
+    from nexrl_runtime.models.convert import convert
+
+    folder = box.workdir / "pvc" / namespace / claim
+    (folder / "models").mkdir(parents=True, exist_ok=True)
+    link = folder / "models" / "SmolLM2-135M-Instruct"
+    if not link.exists():
+        link.symlink_to(convert())  # cached after the first conversion; the pods see the host's files
+    (folder / "gsm8k").mkdir(exist_ok=True)
+    for split in ("train", "test"):
+        (folder / "gsm8k" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    path = box.workdir / f"pvc-{claim}.yaml"
+    path.write_text(yaml.safe_dump(pvc))
+    box.kubectl("apply", "-f", str(path))
+
+
+def test_gsm8k_twin_vllm_replicas_ready_behind_the_headless_service(box: Box) -> None:
+    """The GSM8K twin's 2 vLLM-CPU replicas (`vllm serve` as the operator writes it) become ready
+    through their readiness probes; from a replica, the headless Service name gives both pods' IPs
+    and each serves the model. Then the job is deleted and every pod of it goes."""
+    prepare_claim(box, "team-a", "nexrl-shared")
+    twin = yaml.safe_load(GSM8K_TWIN.read_text())
+    name = twin["metadata"]["name"]
+    box.kubectl("apply", "-f", str(GSM8K_TWIN))
+    deployment = f"{name}-inference"
+
+    def ready() -> int:
+        out = box.kubectl("get", "deploy", "-n", "team-a", deployment, "-o", "json", check=False).stdout
+        return int(json.loads(out).get("status", {}).get("readyReplicas", 0)) if out else 0
+
+    wait_for(lambda: ready() == 2 or box.errors, 420, interval=1, what="2 ready vLLM replicas")
+    assert not box.errors, box.errors
+    pods = box.workloads.pods[("Deployment", "team-a", deployment)]
+    (container,) = pods[0].spec["containers"]
+    assert container["command"][:2] == ["vllm", "serve"]
+    port = container["ports"][0]["containerPort"]
+    probe = (
+        "import json, socket, urllib.request\n"
+        f"name = '{deployment}.team-a.svc.cluster.local'\n"
+        f"ips = sorted({{a[4][0] for a in socket.getaddrinfo(name, {port}, type=socket.SOCK_STREAM)}})\n"
+        f"models = [json.load(urllib.request.urlopen(f'http://{{ip}}:{port}/v1/models'))['data'][0]['id']"
+        " for ip in ips]\n"
+        "print(json.dumps({'ips': ips, 'models': models}))"
+    )
+    done = pods[0].exec("python", "-c", probe)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen == {"ips": sorted(p.ip for p in pods), "models": ["SmolLM2-135M-Instruct"] * 2}
+    box.kubectl("delete", "-f", str(GSM8K_TWIN), "--wait=false")
+    wait_for(
+        lambda: ("Deployment", "team-a", deployment) not in box.workloads.pods and not box.kuberay.all_pods(),
+        120,
+        what="the deleted job's pods to go",
+    )
