@@ -52,19 +52,39 @@ HASH_EXCLUDED: tuple[str, ...] = (
     "inference.weights_dir",
     "ray.address",
     "ray.ready_timeout_s",
+    "inference.ready_timeout_s",
+    "inference.refresh_s",
 )
+# Fields added after checkpoints already existed: left out of the hash while at these defaults,
+# so a checkpoint written before they existed stays resumable by a config that does not use them.
+HASH_LATER_DEFAULTS: dict[str, Any] = {
+    "trainer.lr_schedule": {"kind": "constant", "warmup_steps": 0, "decay_steps": None, "min_lr_ratio": 0.0},
+    "trainer.recompute_old_logprobs": False,
+    "ray.trainer_ranks": 1,
+}
 
 
 # -- config hash --------------------------------------------------------------------------------
+_ANY = object()
+
+
+def _pop(data: dict[str, Any], dotted: str, if_equal: Any = _ANY) -> None:
+    """Remove the `dotted` key of nested `data` (only when its value equals `if_equal`, if given)."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for key in parents:
+        node = node.get(key, {})
+    if if_equal is _ANY or node.get(leaf) == if_equal:
+        node.pop(leaf, None)
+
+
 def hashed_config(cfg: NexRLConfig) -> dict[str, Any]:
-    """The config as JSON data, less HASH_EXCLUDED."""
+    """The config as JSON data, less HASH_EXCLUDED and the HASH_LATER_DEFAULTS fields at their default."""
     data = cfg.model_dump(mode="json")
     for dotted in HASH_EXCLUDED:
-        *parents, leaf = dotted.split(".")
-        node = data
-        for key in parents:
-            node = node.get(key, {})
-        node.pop(leaf, None)
+        _pop(data, dotted)
+    for dotted, default in HASH_LATER_DEFAULTS.items():
+        _pop(data, dotted, default)
     return data
 
 
@@ -85,6 +105,28 @@ def fsync_file(path: str | os.PathLike[str]) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
+    """torch.save to a temp file beside `path`, fsync, rename: `path` is the old file or the new one."""
+    import tempfile
+
+    import torch
+
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -346,8 +388,10 @@ def export_hf(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -
 
 __all__ = [
     "HASH_EXCLUDED",
+    "HASH_LATER_DEFAULTS",
     "MARKER",
     "Saved",
+    "atomic_torch_save",
     "complete_checkpoints",
     "config_hash",
     "export_hf",

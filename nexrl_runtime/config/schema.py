@@ -110,14 +110,47 @@ class FSDPConfig(Strict):
     reshard_after_forward: bool = Field(True, description="free gathered params after forward (ZeRO-3)")
 
 
+class LRScheduleConfig(Strict):
+    """The learning rate per optimizer step: `optim.lr` x a factor (trainer/schedule.py). A plain
+    string (`trainer.lr_schedule: cosine`) is short for `{kind: cosine}`."""
+
+    kind: Literal["constant", "linear", "cosine"] = "constant"
+    warmup_steps: int = Field(0, ge=0, description="optimizer steps ramping linearly up to optim.lr")
+    decay_steps: int | None = Field(
+        None,
+        ge=1,
+        description="linear/cosine: optimizer steps after warmup down to min_lr_ratio; null: "
+        "total_steps x ppo_epochs x mini-batches per train batch, less warmup_steps",
+    )
+    min_lr_ratio: float = Field(
+        0.0, ge=0.0, le=1.0, description="the lr after decay, as a fraction of optim.lr"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: object) -> object:
+        return {"kind": data} if isinstance(data, str) else data
+
+
 class TrainerConfig(Strict):
     type: str = Field("grpo", description="registry name ('grpo', 'sft') or 'module_path:ClassName'")
     optim: OptimConfig = OptimConfig()
+    lr_schedule: LRScheduleConfig = LRScheduleConfig()
     grpo: GRPOConfig = GRPOConfig()
     mini_batch_size: int | None = Field(None, ge=1, description="trajectories per optimizer step")
     micro_batch_size: int | None = Field(None, ge=1, description="trajectories per forward (grad accum)")
     ppo_epochs: int = Field(1, ge=1)
+    recompute_old_logprobs: bool = Field(
+        False,
+        description="PPO ratio against the trainer's own logprobs of the batch (computed before the "
+        "update) instead of the sampler's",
+    )
     fsdp: FSDPConfig = FSDPConfig()
+
+    def optimizer_steps_per_batch(self, batch_size: int) -> int:
+        """Optimizer steps one train_step of `batch_size` trajectories takes."""
+        mini = self.mini_batch_size or batch_size
+        return self.ppo_epochs * -(-batch_size // mini)
 
 
 class WarmStartConfig(Strict):
@@ -174,6 +207,12 @@ class InferenceConfig(Strict):
     )
     weights_dir: str | None = Field(None, description="disk route folder; default <output_dir>/weights")
     nccl_master: str | None = Field(None, description="nccl route: 'host:port' the trainer listens on")
+    ready_timeout_s: float = Field(
+        900.0, gt=0.0, description="launch_mode=ray: wait this long at start for the replicas to be ready"
+    )
+    refresh_s: float = Field(
+        2.0, gt=0.0, description="launch_mode=ray: re-resolve and re-check the replicas this often"
+    )
     server: VLLMServerConfig = VLLMServerConfig()
 
 
@@ -251,6 +290,9 @@ class RayConfig(Strict):
     engine_replicas: int | None = Field(
         None, ge=1, description="default: one per rollout worker when colocated with rollout, else 1"
     )
+    trainer_ranks: int = Field(
+        1, ge=1, description="trainer actors, one FSDP2 rank each (in a cluster: trainer nodes x GPUs/node)"
+    )
     colocate: dict[str, list[RayRoleName]] = Field(
         default_factory=lambda: {"rollout": ["rollout", "engine"], "trainer": ["trainer", "validator"]},
         description="colocation groups: the roles listed share one actor (per instance)",
@@ -260,6 +302,11 @@ class RayConfig(Strict):
     trainer_failure: Literal["fail", "restart-from-checkpoint"] = "fail"
     checkpoint_every: int = Field(1, ge=1, description="trainer checkpoints (restart-from-checkpoint)")
     ready_timeout_s: float = Field(300.0, gt=0.0, description="wait for actors / placement groups")
+    call_timeout_s: float | None = Field(
+        1800.0, gt=0.0,
+        description="a rollout/validator/engine actor that has not answered a call after this long is "
+        "reported hung, replaced, and the call retried (null: wait forever); the trainer is never timed out",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> RayConfig:
@@ -329,6 +376,17 @@ class NexRLConfig(Strict):
     ray: RayConfig = RayConfig()
     checkpoint: CheckpointConfig = CheckpointConfig()
     resume: ResumeConfig = ResumeConfig()
+
+    @model_validator(mode="after")
+    def _derive_decay_steps(self) -> NexRLConfig:
+        """A decaying lr schedule without decay_steps decays over the whole run (an estimate in
+        optimizer steps: batches made smaller by dropped groups take fewer)."""
+        sched = self.trainer.lr_schedule
+        if sched.kind != "constant" and sched.decay_steps is None:
+            steps = self.total_steps * self.trainer.optimizer_steps_per_batch(self.train_batch_size)
+            decay = max(steps - sched.warmup_steps, 1)
+            self.trainer.lr_schedule = sched.model_copy(update={"decay_steps": decay})
+        return self
 
     @property
     def checkpoint_dir(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.config.schema import NexRLConfig, RayRole
 
 ROLE_ORDER = ("trainer", "engine", "rollout", "validator")
@@ -17,7 +18,8 @@ DEFAULT_CPUS = {"trainer": 1.0, "rollout": 0.5, "engine": 0.0, "validator": 0.0}
 
 @dataclass(frozen=True)
 class GroupPlan:
-    """One colocation group: `count` actors, each hosting every role in `roles`."""
+    """One colocation group: `count` actors, each hosting every role in `roles` except those in
+    `first_only`, which live on actor 0 alone (the validator beside trainer rank 0)."""
 
     name: str
     roles: tuple[str, ...]
@@ -25,6 +27,11 @@ class GroupPlan:
     num_cpus: float
     num_gpus: float
     resources: dict[str, float] = field(default_factory=dict)
+    first_only: tuple[str, ...] = ()
+
+    def roles_of(self, index: int) -> tuple[str, ...]:
+        """The roles actor `index` of this group hosts."""
+        return tuple(r for r in self.roles if index == 0 or r not in self.first_only)
 
     @property
     def needs_bundle(self) -> bool:
@@ -41,15 +48,40 @@ class GroupPlan:
         return {k: v for k, v in out.items() if v > 0}
 
 
+def trainer_ranks(config: NexRLConfig) -> int:
+    """Trainer actors, one FSDP2 rank each: every GPU of the trainer pods in a cluster (nodes x
+    GPUs per node), else `ray.trainer_ranks`."""
+    t = config.cluster.trainer
+    return t.nodes * t.gpus_per_node if t.nodes and t.gpus_per_node else config.ray.trainer_ranks
+
+
+def check_trainer_ranks(config: NexRLConfig) -> None:
+    """Refuse, before any actor starts, what a trainer of several ranks cannot do yet."""
+    ranks = trainer_ranks(config)
+    if ranks == 1 or config.mode == "training-service":
+        return
+    if config.ray.trainer_failure == "restart-from-checkpoint":
+        raise ConfigError(
+            f"ray.trainer_failure: restart-from-checkpoint replaces one trainer actor, not a group of "
+            f"{ranks} ranks; use 'fail' (or one rank)"
+        )
+    if config.checkpoint.every or config.resume.mode != "disable":
+        raise ConfigError(
+            f"checkpoint.every / resume.mode: run checkpoints of a trainer of {ranks} ranks (sharded "
+            "state) are not supported yet; use one rank"
+        )
+
+
 def role_request(config: NexRLConfig, role: str) -> RayRole:
-    """The role's request from `ray.<role>`; in-cluster the trainer's GPUs are the pod limits'."""
+    """The role's request from `ray.<role>`; in-cluster the trainer's GPUs are the pod limits':
+    one per rank with several ranks, the node's all for a single rank."""
     request: RayRole = getattr(config.ray, role)
     update: dict[str, float] = {}
     if request.num_cpus is None:
         update["num_cpus"] = DEFAULT_CPUS[role]
     gpus = config.cluster.trainer.gpus_per_node
     if role == "trainer" and gpus > 0:
-        update["num_gpus"] = float(gpus)
+        update["num_gpus"] = 1.0 if trainer_ranks(config) > 1 else float(gpus)
     return request.model_copy(update=update)
 
 
@@ -62,13 +94,26 @@ def group_of(config: NexRLConfig) -> dict[str, str]:
     return out
 
 
+def rollout_workers(config: NexRLConfig) -> int:
+    """Rollout actors: the operator's `cluster.rollout_workers` (spec.rollout.workers) in a cluster,
+    else `rollout.num_workers`."""
+    return config.cluster.rollout_workers or config.rollout.num_workers
+
+
+def serves_over_http(config: NexRLConfig) -> bool:
+    """Rollouts call OpenAI-compatible servers (`inference.engine: openai | vllm`): no engine actors."""
+    return config.inference.engine != "local"
+
+
 def role_counts(config: NexRLConfig, with_validator: bool) -> dict[str, int]:
-    """Actors per role: one trainer (none in training-service mode), one rollout worker per
-    `rollout.num_workers`, engines as `ray.engine_replicas` says."""
+    """Actors per role: one trainer (none in training-service mode), `rollout_workers` rollout
+    workers, engines as `ray.engine_replicas` says (none when inference is served over HTTP)."""
     groups = group_of(config)
-    workers = config.rollout.num_workers
+    workers = rollout_workers(config)
     engines = config.ray.engine_replicas or (workers if groups["engine"] == groups["rollout"] else 1)
-    counts = {"trainer": 1, "engine": engines, "rollout": workers, "validator": 1}
+    counts = {"trainer": trainer_ranks(config), "engine": engines, "rollout": workers, "validator": 1}
+    if serves_over_http(config):
+        del counts["engine"]
     if not with_validator:
         del counts["validator"]
     if config.mode == "training-service":  # the trainer is the service, not an actor
@@ -86,10 +131,13 @@ def plan_groups(config: NexRLConfig, with_validator: bool = True) -> list[GroupP
     plans = []
     for name, roles in members.items():
         sizes = {role: counts[role] for role in roles}
+        first_only = ("validator",) if "trainer" in roles and "validator" in roles else ()
+        if first_only:  # the validator rides on trainer rank 0, however many ranks there are
+            sizes["validator"] = sizes["trainer"]
         if len(set(sizes.values())) != 1:
-            raise ValueError(
+            raise ConfigError(
                 f"ray.colocate.{name}: roles {roles} must have the same number of actors, got {sizes} "
-                "(rollout: rollout.num_workers; engine: ray.engine_replicas)"
+                "(rollout: rollout.num_workers or cluster.rollout_workers; engine: ray.engine_replicas)"
             )
         requests = [role_request(config, role) for role in roles]
         resources: dict[str, float] = {}
@@ -104,14 +152,16 @@ def plan_groups(config: NexRLConfig, with_validator: bool = True) -> list[GroupP
                 num_cpus=sum(r.num_cpus or 0.0 for r in requests),
                 num_gpus=sum(r.num_gpus for r in requests),
                 resources=resources,
+                first_only=first_only,
             )
         )
     return plans
 
 
 def trainer_bundles(config: NexRLConfig) -> int:
-    """Bundles reserved for the trainer group: one per trainer node the operator gave (gang)."""
-    return max(1, config.cluster.trainer.nodes)
+    """Bundles reserved for the trainer group: one per rank, and at least one per trainer node the
+    operator gave (gang)."""
+    return max(1, config.cluster.trainer.nodes, trainer_ranks(config))
 
 
 def bundles(config: NexRLConfig, plans: list[GroupPlan]) -> list[tuple[str, int, dict[str, float]]]:

@@ -9,6 +9,7 @@ call is retried. A replaced actor keeps its name, so remote engines are found ag
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 import uuid
@@ -27,6 +28,7 @@ from nexrl_runtime.distributed.roles import ModuleHost
 from nexrl_runtime.distributed.weights import pack
 
 PING_TIMEOUT_S = 30.0
+log = logging.getLogger(__name__)
 
 
 class TrainerFailed(RuntimeError):
@@ -59,18 +61,21 @@ class Host:
 class RayRuntime:
     """Creates every group actor (GPU groups in one placement group), keeps them alive, closes them."""
 
-    def __init__(self, config: NexRLConfig, state_dict: Mapping[str, torch.Tensor], with_validator: bool):
+    def __init__(self, config: NexRLConfig, state_dict: Mapping[str, torch.Tensor] | None,
+                 with_validator: bool):
+        """`state_dict`: the engine actors' first weights (None: no engine actors, HTTP inference)."""
         self.config = config
         self.plans = plan_groups(config, with_validator)
         self.namespace = ray.get_runtime_context().namespace
         self.run_tag = f"nexrl-{config.run_name}-{uuid.uuid4().hex[:8]}"
-        packed = pack(state_dict)
-        self.state_bytes = packed.nbytes
-        self.latest: tuple[ray.ObjectRef, int] = (ray.put(packed), 0)
+        packed = None if state_dict is None else pack(state_dict)
+        self.state_bytes = 0 if packed is None else packed.nbytes
+        self.latest: tuple[ray.ObjectRef | None, int] = (None if packed is None else ray.put(packed), 0)
         self.trainer_start: ray.ObjectRef | None = None
         self.checkpoint = Path(config.output_dir) / "ray_trainer_checkpoint.pt"
         self.checkpoint_step = 0  # the trainer step the checkpoint holds (0: none yet)
         self.restarts = {"rollout": 0, "engine": 0, "validator": 0, "trainer": 0}
+        self.hung = dict.fromkeys(self.restarts, 0)
         self.closed = False
         self._lock = threading.Lock()
         self._remote = ray.remote(ModuleHost)
@@ -151,7 +156,7 @@ class RayRuntime:
             return False
 
     def _replace(self, host: Host) -> None:
-        roles = host.plan.roles
+        roles = host.plan.roles_of(host.index)
         policy = self.config.ray.trainer_failure
         if "trainer" in roles and policy == "fail":
             raise TrainerFailed(f"trainer actor {host.name} died (ray.trainer_failure=fail)")
@@ -185,15 +190,39 @@ class RayRuntime:
         raise RuntimeError(f"Ray still lists dead actor {name} after {timeout:.0f}s")
 
     def get(self, host: Host, role: str, method: str, *args: Any) -> Any:
-        """Call and wait; on an actor death heal and retry (bounded by the restart budget)."""
+        """Call and wait; on an actor death, or a non-trainer actor silent past
+        `ray.call_timeout_s` (killed as hung), heal and retry (bounded by the restart budget)."""
+        timeout = None if role == "trainer" else self.config.ray.call_timeout_s
         for _ in range(self.config.ray.max_restarts + 2):
             try:
-                return ray.get(host.call(role, method, *args))
+                return ray.get(host.call(role, method, *args), timeout=timeout)
+            except ray.exceptions.GetTimeoutError:
+                log.warning("actor %s (%s.%s) did not answer within %.0f s: replacing it as hung",
+                            host.name, role, method, timeout)
+                self.hung[role] += 1
+                ray.kill(host.handle, no_restart=True)
+                self.heal()
             except Exception as err:
                 if not is_actor_death(err):
                     raise
                 self.heal()
-        raise RuntimeError(f"{role}.{method} on {host.name} kept failing on dead actors")
+        raise RuntimeError(f"{role}.{method} on {host.name} kept failing on dead or hung actors")
+
+    def get_all(self, hosts: list[Host], role: str, method: str, *args: Any) -> list[Any]:
+        """Call every host at once and wait for all: a collective of the trainer's ranks. A dead
+        rank fails the call at once (its peers would wait in the collective): heal() applies
+        ray.trainer_failure, and the error is raised."""
+        refs = [h.call(role, method, *args) for h in hosts]
+        pending = list(refs)
+        try:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done[0])
+        except Exception as err:
+            if is_actor_death(err):
+                self.heal()
+            raise
+        return ray.get(refs)
 
     # -- weights --------------------------------------------------------------------------------
     def push(self, weights: ray.ObjectRef, version: int) -> None:
@@ -214,6 +243,7 @@ class RayRuntime:
 
     def stats(self) -> dict[str, float]:
         out = {f"restarts_{role}": float(n) for role, n in self.restarts.items()}
+        out.update({f"hung_{role}": float(n) for role, n in self.hung.items() if role != "trainer"})
         out["ray_actor_calls"] = float(sum(h.calls for h in self.all_hosts()))
         return out
 

@@ -44,14 +44,20 @@ def build_engine(
 
 
 def openai_engine(config: NexRLConfig, urls: list[str]) -> OpenAIEngine:
+    """A client of the replicas at `urls` that also pushes weights to them."""
     inf = config.inference
+    return client_engine(inf, urls, weight_pusher(inf, urls, Path(config.output_dir)))
+
+
+def client_engine(inf: InferenceConfig, urls: list[str], pusher: WeightPusher | None = None) -> OpenAIEngine:
+    """A client of the replicas at `urls` (pushing weights only through `pusher`)."""
     return OpenAIEngine(
         urls,
         model=inf.served_model_name,
         timeout_s=inf.timeout_s,
         max_retries=inf.max_retries,
         balance=inf.balance,
-        pusher=weight_pusher(inf, urls, Path(config.output_dir)),
+        pusher=pusher,
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 import torch
 from transformers import PreTrainedModel
 
+from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.inference.base import Completion, InferenceEngine, SamplingParams
 
 
@@ -58,7 +59,11 @@ class LocalEngine(InferenceEngine):
 
     def set_rng_states(self, states: list[torch.Tensor]) -> None:
         if len(states) != 1:
-            raise ValueError(f"a LocalEngine has one generator, the checkpoint holds {len(states)}")
+            raise ConfigError(
+                f"launch_mode / ray.engine_replicas: a local run has one engine generator, the "
+                f"checkpoint holds {len(states)} (a run with {len(states)} engine actors); resume "
+                "with the same layout"
+            )
         with self._lock:
             self._gen.set_state(states[0])
 

@@ -30,31 +30,52 @@ T = TypeVar("T")
 Balance = Literal["least-outstanding", "round-robin"]
 
 
-@dataclass
+@dataclass(eq=False)
 class Replica:
-    """One server; `outstanding` counts its requests in flight, `served` those answered."""
+    """One server; `outstanding` counts its requests in flight, `served` those answered; `down`
+    when it failed to connect since the driver last vouched for it (a managed set only)."""
 
     url: str
     outstanding: int = 0
     served: int = 0
+    down: bool = False
 
 
 class ReplicaSet:
-    """Picks the replica for the next request. Used from one event loop only (no locks)."""
+    """Picks the replica for the next request. Used from one event loop only (no locks).
+
+    A set the driver manages (`update`, HTTP inference on Ray) sidelines a replica whose
+    connection failed until the driver names it again: a server that restarted must not serve
+    this worker's requests before the driver has pushed it the current weights."""
 
     def __init__(self, urls: Sequence[str], balance: Balance = "least-outstanding") -> None:
         if not urls:
             raise ValueError("no inference servers: give at least one base URL")
         self.replicas = [Replica(u.rstrip("/")) for u in urls]
         self.balance = balance
-        self._turn = itertools.cycle(range(len(self.replicas)))
+        self.managed = False
+        self._turn = itertools.count()
+
+    def update(self, urls: Sequence[str]) -> None:
+        """Serve exactly `urls` from now on (keeping the counters of the replicas kept)."""
+        if not urls:
+            raise ValueError("no inference replica serves the current weights")
+        known = {r.url: r for r in self.replicas}
+        self.replicas = [known.get(u.rstrip("/")) or Replica(u.rstrip("/")) for u in urls]
+        for r in self.replicas:
+            r.down = False
+        self.managed = True
+
+    def sideline(self, replica: Replica) -> None:
+        if self.managed:
+            replica.down = True
 
     def pick(self, avoid: Sequence[Replica] = ()) -> Replica:
         """Round robin; or the fewest outstanding requests, ties broken in round-robin order.
-        Replicas in `avoid` (those that just failed this request) are used only if all are."""
-        start = next(self._turn)
+        Replicas in `avoid` (those that just failed this request) or down are used only if all are."""
+        start = next(self._turn) % len(self.replicas)
         order = self.replicas[start:] + self.replicas[:start]
-        order = [r for r in order if r not in avoid] or order
+        order = [r for r in order if r not in avoid and not r.down] or order
         if self.balance == "round-robin":
             return order[0]
         return min(order, key=lambda r: r.outstanding)
@@ -96,6 +117,8 @@ class OpenAIClient:
                 replica.served += 1
                 return data
             except (httpx.TransportError, InferenceHTTPError) as err:
+                if isinstance(err, httpx.TransportError):
+                    self.replicas.sideline(replica)
                 if not retryable(err) or attempt >= self.max_retries:
                     raise
                 failed.append(replica)
@@ -211,7 +234,9 @@ class LoopThread:
 class WeightPusher(Protocol):
     """Moves a state dict into the servers and labels them with `version` (see vllm_weights.py)."""
 
-    def push(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None: ...
+    def push(self, state_dict: Mapping[str, torch.Tensor], version: int,
+             urls: Sequence[str] | None = None) -> None:
+        """To every replica it was made for, or to those in `urls`."""
 
     def close(self) -> None: ...
 
@@ -250,6 +275,15 @@ class OpenAIEngine(InferenceEngine):
     @property
     def replicas(self) -> list[Replica]:
         return self.client.replicas.replicas
+
+    def use(self, urls: Sequence[str], version: int) -> None:
+        """Serve from exactly `urls`, which hold policy `version` (the driver keeps the list)."""
+
+        async def update() -> None:  # the replica set lives on the client's loop
+            self.client.replicas.update(urls)
+
+        self._loop.run(update())
+        self.policy_version = version
 
     async def _generate(self, prompts: list[list[int]], params: SamplingParams) -> list[list[Completion]]:
         version = self.policy_version

@@ -26,6 +26,7 @@ import httpx
 import torch
 from safetensors.torch import save_file
 
+from nexrl_runtime.config.errors import ConfigError
 from nexrl_runtime.inference.http_util import check
 
 T = TypeVar("T")
@@ -46,9 +47,10 @@ class ServerControl:
         resp = check(self.http.request(method, f"{url}{path}", json=body, params=params or None))
         return resp.json() if resp.content else None
 
-    def each(self, fn: Callable[[str], T]) -> list[T]:
-        """`fn(url)` for every replica concurrently; re-raises the first failure after all finish."""
-        futures = [self._pool.submit(fn, url) for url in self.urls]
+    def each(self, fn: Callable[[str], T], urls: Sequence[str] | None = None) -> list[T]:
+        """`fn(url)` for every replica (or those in `urls`) concurrently; re-raises the first failure
+        after all finish."""
+        futures = [self._pool.submit(fn, url.rstrip("/")) for url in (self.urls if urls is None else urls)]
         return [f.result() for f in futures]
 
     def paused(self, url: str, action: Callable[[], T]) -> T:
@@ -105,16 +107,23 @@ class DiskWeightPusher:
         self.weights_dir = Path(weights_dir).resolve()
         self.last: dict[str, float] = {}
 
-    def push(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+    def push(self, state_dict: Mapping[str, torch.Tensor], version: int,
+             urls: Sequence[str] | None = None) -> None:
+        """Write the weights once, then reload them in every replica (or those in `urls`)."""
         t0 = time.perf_counter()
         path = write_weights(state_dict, self.weights_dir)
         t1 = time.perf_counter()
-        self.control.each(lambda url: self.control.paused(url, lambda: self._reload(url, version)))
+        self.control.each(lambda url: self.reload(url, version), urls)
         self.last = {
             "bytes": float(path.stat().st_size),
             "write_seconds": t1 - t0,
             "reload_seconds": time.perf_counter() - t1,
         }
+
+    def reload(self, url: str, version: int) -> None:
+        """Load the folder's current weights into one replica, paused, and label them `version`
+        (also how a restarted replica catches up: the file is the latest push's)."""
+        self.control.paused(url, lambda: self._reload(url, version))
 
     def _reload(self, url: str, version: int) -> None:
         rpc = {"method": "reload_weights", "kwargs": {"weights_path": str(self.weights_dir)}}
@@ -194,7 +203,7 @@ class NcclWeightPusher:
     ) -> None:
         host, _, port = master.rpartition(":")
         if not host or not port.isdigit():
-            raise ValueError(f"NCCL master must be 'host:port', got {master!r}")
+            raise ConfigError(f"inference.nccl_master: must be 'host:port' (got {master!r})")
         self.master_address, self.master_port = host, int(port)
         self.control = ServerControl(base_urls, timeout_s)
         self.plane: NcclDataPlane = plane or VllmNcclDataPlane()
@@ -225,7 +234,15 @@ class NcclWeightPusher:
         )
         self.connected = True
 
-    def push(self, state_dict: Mapping[str, torch.Tensor], version: int) -> None:
+    def push(self, state_dict: Mapping[str, torch.Tensor], version: int,
+             urls: Sequence[str] | None = None) -> None:
+        """Broadcast to the group's replicas; its membership is fixed when it forms (a replica
+        that is replaced needs a new group, which this route does not form)."""
+        if urls is not None and sorted(u.rstrip("/") for u in urls) != sorted(self.control.urls):
+            raise RuntimeError(
+                f"inference.weight_sync=nccl: the replicas changed ({sorted(urls)} instead of "
+                f"{sorted(self.control.urls)}); the NCCL group cannot take a new member"
+            )
         if not self.connected:
             self.connect()
         ctl = self.control

@@ -1,14 +1,49 @@
-"""GRPO advantages: each reward measured against the other samples of its prompt (its group)."""
+"""Advantages: the registry of estimators a trainer names (`Trainer.advantage`), and GRPO's, where
+each reward is measured against the other samples of its prompt (its group).
+
+The in-process trainers and the training service's client both compute advantages here, through
+`compute_advantages`, so a trainer class (built-in or a recipe's `file.py:Class`) gets the same
+advantages in either mode. A recipe adds an estimator with `@register_advantage("name")` in its
+trainer file and sets `advantage = "name"` on its class.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Literal
 
 import torch
 from torch import Tensor
 
+from nexrl_runtime.config.schema import TrainerConfig
+from nexrl_runtime.types import Batch
+
 AdvantageScale = Literal["group", "batch", "none"]
+# (batch, trainer config) -> (per-trajectory advantages [N], batch-level metrics)
+AdvantageFn = Callable[[Batch, TrainerConfig], tuple[Tensor, dict[str, float]]]
+ADVANTAGES: dict[str, AdvantageFn] = {}
+
+
+def register_advantage(name: str) -> Callable[[AdvantageFn], AdvantageFn]:
+    """Decorator: register `fn` as the advantage estimator `name`. A name is taken once (the same
+    function loaded again, e.g. its recipe file re-imported, replaces itself)."""
+
+    def add(fn: AdvantageFn) -> AdvantageFn:
+        old = ADVANTAGES.get(name, fn)
+        if (old.__module__, old.__qualname__) != (fn.__module__, fn.__qualname__):
+            raise ValueError(f"advantage estimator {name!r} is already registered ({ADVANTAGES[name]!r})")
+        ADVANTAGES[name] = fn
+        return fn
+
+    return add
+
+
+def compute_advantages(name: str, batch: Batch, config: TrainerConfig) -> tuple[Tensor, dict[str, float]]:
+    """Advantages [N] and metrics of `batch` from the estimator registered as `name`."""
+    fn = ADVANTAGES.get(name)
+    if fn is None:
+        raise KeyError(f"no advantage estimator {name!r}; registered: {sorted(ADVANTAGES)}")
+    return fn(batch, config)
 
 
 def _group_index(group_ids: Sequence[Hashable] | Tensor) -> Tensor:
@@ -60,3 +95,34 @@ def group_advantages(
     else:
         adv = centered
     return torch.where(flat, torch.zeros_like(adv), adv)
+
+
+@register_advantage("none")
+def no_advantages(batch: Batch, config: TrainerConfig) -> tuple[Tensor, dict[str, float]]:
+    """All zeros and no metrics (SFT)."""
+    return torch.zeros(len(batch)), {}
+
+
+@register_advantage("grpo")
+def grpo_advantages(batch: Batch, config: TrainerConfig) -> tuple[Tensor, dict[str, float]]:
+    """Group advantages (`trainer.grpo.scale_rewards`) and the batch's reward/advantage/length/lag metrics."""
+    rewards = torch.tensor(batch.rewards, dtype=torch.float32)
+    adv = group_advantages(rewards, batch.group_ids, config.grpo.scale_rewards)
+    lengths = torch.tensor([t.response_length for t in batch.trajectories], dtype=torch.float32)
+    metrics = {
+        "reward_mean": rewards.mean().item(),
+        "reward_std": rewards.std(correction=0).item(),
+        "reward_min": rewards.min().item(),
+        "reward_max": rewards.max().item(),
+        "adv_mean": adv.mean().item(),
+        "adv_std": adv.std(correction=0).item(),
+        "adv_abs_mean": adv.abs().mean().item(),
+        # Trajectories in groups of equal rewards: they contribute no policy gradient.
+        "zero_adv_frac": (adv == 0).float().mean().item(),
+        "response_length_mean": lengths.mean().item(),
+    }
+    current = batch.metadata.get("policy_version")
+    if current is not None:
+        lag = float(current) - torch.tensor(batch.policy_versions, dtype=torch.float32)
+        metrics.update(version_lag_mean=lag.mean().item(), version_lag_max=lag.max().item())
+    return adv, metrics

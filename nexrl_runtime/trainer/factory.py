@@ -48,7 +48,7 @@ def build_trainer(
     from nexrl_runtime.trainer_service.service_trainer import TrainingServiceTrainer
 
     client = TrainerClient(service_url(config))
-    trainer = TrainingServiceTrainer(client, config.trainer, tokenizer.pad_token_id)
+    trainer = TrainingServiceTrainer(client, config.trainer, tokenizer.pad_token_id, config.recipe_dir)
     trainer.check_service(client.wait_ready(SERVICE_READY_TIMEOUT_S))
     trainer.load_state_dict(model.state_dict())
     return trainer

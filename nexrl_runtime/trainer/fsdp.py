@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from nexrl_runtime.checkpoint import atomic_torch_save
 from nexrl_runtime.config.schema import FSDPConfig, TrainerConfig
 from nexrl_runtime.trainer.base import LossNorm, Trainer
 from nexrl_runtime.trainer.collate import TensorBatch
@@ -214,26 +215,6 @@ def iter_full_state(model: torch.nn.Module, main_only: bool = True) -> Iterator[
 # --------------------------------------------------------------------------------------------- trainer
 
 
-def _atomic_torch_save(obj: Any, path: str | os.PathLike[str]) -> None:
-    """torch.save to a temp file beside `path`, fsync, rename: `path` is the old file or the new one."""
-    import tempfile
-
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class ShardedTrainer(Trainer):
     """Mixed in before a Trainer class (`sharded_class`): the same losses over a rank group.
 
@@ -273,7 +254,7 @@ class ShardedTrainer(Trainer):
         elif shared_ref is not None and hasattr(self, "ref_model") and config.grpo.kl_coef > 0:
             self.ref_model = shared_ref
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = self.build_optimizer(self.params)
+        self.init_optimizer()
 
     def backward(self, mini: TensorBatch, norm: LossNorm | None = None) -> dict[str, float]:
         """This rank's share of `mini` (all ranks pass the same `mini`), normalised by the whole
@@ -302,13 +283,26 @@ class ShardedTrainer(Trainer):
         summed = self.ranks.sum(torch.stack([totals[k].float() for k in keys]).tolist())
         return dict(zip(keys, summed, strict=True))
 
-    def _clip_and_step(self) -> float:
-        max_norm = self.config.optim.grad_clip or math.inf
-        grad_norm = float(_full(torch.nn.utils.clip_grad_norm_(self.params, max_norm)))
-        if math.isfinite(grad_norm):
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return grad_norm
+    def grad_norm(self, max_norm: float) -> float:
+        """The norm of the full gradient (a DTensor norm: a reduction over ranks)."""
+        return float(_full(torch.nn.utils.clip_grad_norm_(self.params, max_norm)))
+
+    def sequence_logprobs(self, data: TensorBatch) -> Tensor:
+        """As Trainer's, each rank on its token-balanced share of `data`'s rows (all ranks run the
+        same number of micro-batches), then summed over ranks into the whole [B, T]. Collective."""
+        rows = split_by_tokens(data.attention_mask.sum(-1).tolist(), self.ranks.world_size)
+        mine = rows[self.ranks.rank]
+        micro_size = self.config.micro_batch_size or max(max(len(r) for r in rows), 1)
+        count = max(max(math.ceil(len(r) / micro_size) for r in rows), 1)
+        out = torch.zeros(data.input_ids.shape, dtype=torch.float32, device=self.ranks.device)
+        for i in range(count):
+            chunk = mine[i * micro_size : (i + 1) * micro_size]
+            logp = self.micro_logprobs(take(data, chunk) if chunk else masked_out(data)).float()
+            if chunk:
+                index = torch.as_tensor(chunk, device=out.device)
+                out[index, : logp.shape[1]] = logp.to(out.device)
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out.cpu()
 
     def state_dict(self) -> dict[str, Tensor]:
         """The full policy on rank 0 (CPU, one tensor gathered at a time), {} on the others. Collective."""
@@ -331,10 +325,11 @@ class ShardedTrainer(Trainer):
         state = {
             "model": get_model_state_dict(self.model, options=opts),
             "optimizer": get_optimizer_state_dict(self.model, self.optimizer, options=opts),
+            "scheduler": self.scheduler.state_dict(),
             "global_step": self.global_step,
         }
         if self.ranks.is_main:
-            _atomic_torch_save(state, path)
+            atomic_torch_save(state, path)
         self.ranks.barrier()
 
     def load(self, path: str | os.PathLike[str]) -> None:
@@ -351,7 +346,10 @@ class ShardedTrainer(Trainer):
         opts = StateDictOptions(full_state_dict=True, broadcast_from_rank0=True)
         set_model_state_dict(self.model, state["model"], options=opts)
         set_optimizer_state_dict(self.model, self.optimizer, state["optimizer"], options=opts)
-        self.global_step = int(self.ranks.broadcast_object(state["global_step"]))
+        rest = {k: v for k, v in state.items() if k not in ("model", "optimizer")}
+        rest = self.ranks.broadcast_object(rest)
+        self.load_scheduler(rest, os.fspath(path))
+        self.global_step = int(rest["global_step"])
 
 
 _CLASSES: dict[type[Trainer], type[ShardedTrainer]] = {}

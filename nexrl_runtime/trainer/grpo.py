@@ -9,7 +9,6 @@ import torch
 from torch import Tensor
 
 from nexrl_runtime.config.schema import TrainerConfig
-from nexrl_runtime.trainer.advantages import AdvantageScale, group_advantages
 from nexrl_runtime.trainer.base import LossNorm, Trainer
 from nexrl_runtime.trainer.collate import TensorBatch
 from nexrl_runtime.trainer.losses import (
@@ -19,41 +18,18 @@ from nexrl_runtime.trainer.losses import (
     ppo_clip_loss,
     token_logprobs,
 )
-from nexrl_runtime.types import Batch
-
-
-def grpo_prepare(batch: Batch, scale_rewards: AdvantageScale) -> tuple[Tensor, dict[str, float]]:
-    """Per-trajectory group advantages [N] and the batch's reward/advantage/length/lag metrics
-    (shared by GRPOTrainer and the training service's remote trainer)."""
-    rewards = torch.tensor(batch.rewards, dtype=torch.float32)
-    adv = group_advantages(rewards, batch.group_ids, scale_rewards)
-    lengths = torch.tensor([t.response_length for t in batch.trajectories], dtype=torch.float32)
-    metrics = {
-        "reward_mean": rewards.mean().item(),
-        "reward_std": rewards.std(correction=0).item(),
-        "reward_min": rewards.min().item(),
-        "reward_max": rewards.max().item(),
-        "adv_mean": adv.mean().item(),
-        "adv_std": adv.std(correction=0).item(),
-        "adv_abs_mean": adv.abs().mean().item(),
-        # Trajectories in groups of equal rewards: they contribute no policy gradient.
-        "zero_adv_frac": (adv == 0).float().mean().item(),
-        "response_length_mean": lengths.mean().item(),
-    }
-    current = batch.metadata.get("policy_version")
-    if current is not None:
-        lag = float(current) - torch.tensor(batch.policy_versions, dtype=torch.float32)
-        metrics.update(version_lag_mean=lag.mean().item(), version_lag_max=lag.max().item())
-    return adv, metrics
 
 
 class GRPOTrainer(Trainer):
     """Loss = agg(PPO-clip) + kl_coef * agg(KL to reference) - entropy_coef * agg(entropy).
 
-    Old logprobs are the sampling logprobs carried by each trajectory, so on-policy data has
-    ratio 1 on the first update. With kl_coef > 0 the reference is a frozen copy of the model as
-    passed in, i.e. the initial weights.
+    Advantages are the registry's "grpo" estimator (trainer/advantages.py). Old logprobs are the
+    sampling logprobs carried by each trajectory (or, with `trainer.recompute_old_logprobs`, the
+    trainer's own before the update), so on-policy data has ratio 1 on the first update. With
+    kl_coef > 0 the reference is a frozen copy of the model as passed in, i.e. the initial weights.
     """
+
+    advantage = "grpo"
 
     def __init__(self, model: torch.nn.Module, config: TrainerConfig, pad_token_id: int) -> None:
         super().__init__(model, config, pad_token_id)
@@ -62,9 +38,6 @@ class GRPOTrainer(Trainer):
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
             for p in self.ref_model.parameters():
                 p.grad = None
-
-    def prepare(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        return grpo_prepare(batch, self.config.grpo.scale_rewards)
 
     def compute_loss(self, micro: TensorBatch, norm: LossNorm) -> tuple[Tensor, dict[str, Tensor]]:
         cfg = self.config.grpo

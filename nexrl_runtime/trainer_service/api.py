@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nexrl_runtime.config.schema import GRPOConfig, OptimConfig
+from nexrl_runtime.config.schema import GRPOConfig, LRScheduleConfig, OptimConfig
 from nexrl_runtime.trainer.collate import TensorBatch
 from nexrl_runtime.types import Trajectory
 
@@ -120,6 +120,7 @@ class Health(Message):
     losses: list[str]
     has_reference: bool
     optim: OptimConfig
+    lr_schedule: LRScheduleConfig = LRScheduleConfig()
     grpo: GRPOConfig
     vocab_size: int
     max_length: int | None

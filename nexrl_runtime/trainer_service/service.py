@@ -19,7 +19,6 @@ from safetensors import SafetensorError
 from nexrl_runtime.config.schema import TrainerConfig
 from nexrl_runtime.trainer import GRPOTrainer, LossNorm, Trainer, collate
 from nexrl_runtime.trainer.fsdp import RankGroup, build_sharded_trainer, load_full_state
-from nexrl_runtime.trainer.losses import token_logprobs
 from nexrl_runtime.trainer_service import storage
 from nexrl_runtime.trainer_service.api import (
     ForwardBackwardRequest,
@@ -96,7 +95,8 @@ class TrainerService:
             self.trainers = {name: built[name] for name in losses}
         self.primary = self.trainers[config.type]
         for trainer in self.trainers.values():
-            trainer.optimizer = self.primary.optimizer  # one optimizer, whichever loss made the gradient
+            # one optimizer and lr schedule, whichever loss made the gradient
+            trainer.optimizer, trainer.scheduler = self.primary.optimizer, self.primary.scheduler
         self.vocab_size = int(model.get_input_embeddings().num_embeddings)
         self.max_length = _max_length(model)
         self.root = Path(root)
@@ -125,6 +125,7 @@ class TrainerService:
                 losses=sorted(self.trainers),
                 has_reference=self.reference is not None,
                 optim=self.config.optim,
+                lr_schedule=self.config.lr_schedule,
                 grpo=self.config.grpo,
                 vocab_size=self.vocab_size,
                 max_length=self.max_length,
@@ -190,25 +191,21 @@ class TrainerService:
                     "no gradient to apply: call forward_backward first (a restart, a checkpoint load "
                     "or a weights upload clears it)"
                 )
-            grad_norm = self.primary._clip_and_step()  # the in-process trainer's own clip + step
+            # the in-process trainer's own clip + step (+ lr schedule step)
+            grad_norm, lr = self.primary._clip_and_step()
             self.pending = False
             self.primary.global_step += 1
             finite = math.isfinite(grad_norm)
             return OptimStepResponse(
-                step=self.step,
-                grad_norm=grad_norm if finite else None,
-                skipped=not finite,
-                lr=float(self.primary.optimizer.param_groups[0]["lr"]),
+                step=self.step, grad_norm=grad_norm if finite else None, skipped=not finite, lr=lr
             )
 
     def compute_logprobs(self, req: LogprobsRequest) -> LogprobsResponse:
         with self.lock:
             self._check_tokens(req.sequences)
             trajs = [Trajectory(s, [0] * len(s), [0.0] * len(s), 0.0, "", "", 0) for s in req.sequences]
-            data = collate(trajs, self.pad_token_id).to(self.primary.device)
-            self.model.eval()
-            with torch.no_grad():
-                logp = token_logprobs(self.primary.forward_logits(data), data.input_ids).cpu()
+            # the trainer's own recompute: eval mode, no grad, its micro-batches (and ranks)
+            logp = self.primary.sequence_logprobs(collate(trajs, self.pad_token_id))
             return LogprobsResponse(
                 logprobs=[logp[i, : len(s)].tolist() for i, s in enumerate(req.sequences)]
             )

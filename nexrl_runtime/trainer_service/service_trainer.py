@@ -1,11 +1,12 @@
 """TrainingServiceTrainer: the controller's Trainer interface, with the model and optimizer in a training
-service. It batches exactly like the in-process Trainer (same collate, mini-batches, epochs) and
-sends each mini-batch as one forward_backward + optim_step.
+service. It runs the in-process Trainer's own loop (trainer/loop.py: advantages from the registry of
+`trainer.type`'s class, same collate, mini-batches, epochs) and sends each mini-batch as one
+forward_backward + optim_step; `recompute_old_logprobs` asks the service's compute_logprobs.
 
-Datums whose advantage is 0 are not sent when the loss has only the advantage term (GRPO without
-KL or entropy): they add exactly zero to it. The mini-batch's full token/sequence counts still go
-along as the loss norm, so loss and update equal the in-process trainer's on the same batch.
-Per-token metrics other than loss/pg_loss/clip_frac then cover the sent datums only.
+Datums whose advantage is 0 are not sent when the loss has only the advantage term (GRPO's own
+loss without KL or entropy): they add exactly zero to it. The mini-batch's full token/sequence
+counts still go along as the loss norm, so loss and update equal the in-process trainer's on the
+same batch. Per-token metrics other than loss/pg_loss/clip_frac then cover the sent datums only.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import torch
 from torch import Tensor
 
 from nexrl_runtime.config.schema import TrainerConfig
-from nexrl_runtime.trainer.collate import TensorBatch, collate
-from nexrl_runtime.trainer.grpo import grpo_prepare
+from nexrl_runtime.registry import resolve_class
+from nexrl_runtime.trainer import TRAINERS, GRPOTrainer, Trainer
+from nexrl_runtime.trainer.collate import TensorBatch
+from nexrl_runtime.trainer.loop import TrainLoop
 from nexrl_runtime.trainer_service.api import (
     ForwardBackwardRequest,
     Health,
@@ -30,8 +33,6 @@ from nexrl_runtime.trainer_service.api import (
 from nexrl_runtime.trainer_service.client import TrainerClient
 from nexrl_runtime.types import Batch
 
-LOSSES = ("grpo", "sft")  # 'sft' is the cross-entropy loss
-
 
 def kept_rows(data: TensorBatch, drop_zero_advantage: bool) -> list[int]:
     """Rows worth sending: all, or those with a non-zero advantage."""
@@ -40,14 +41,15 @@ def kept_rows(data: TensorBatch, drop_zero_advantage: bool) -> list[int]:
     return (data.advantages != 0).nonzero().flatten().tolist()
 
 
-class TrainingServiceTrainer:
-    """GRPO or cross-entropy (`config.type` 'grpo' / 'sft') on a training service."""
+class TrainingServiceTrainer(TrainLoop):
+    """`config.type` (a registry name or a recipe's `file.py:Class`, resolved against `recipe_dir`)
+    on a training service that was started with the same recipe, so it has that loss."""
 
-    def __init__(self, client: TrainerClient, config: TrainerConfig, pad_token_id: int) -> None:
-        if config.type not in LOSSES:
-            raise ValueError(
-                f"trainer.type {config.type!r} cannot run in a training service; use one of {list(LOSSES)}"
-            )
+    def __init__(
+        self, client: TrainerClient, config: TrainerConfig, pad_token_id: int, recipe_dir: str = "."
+    ) -> None:
+        self.trainer_cls: type[Trainer] = resolve_class(config.type, TRAINERS, Trainer, recipe_dir)
+        self.advantage = self.trainer_cls.advantage  # type: ignore[misc]
         self.client = client
         self.config = config
         self.pad_token_id = pad_token_id
@@ -57,25 +59,43 @@ class TrainingServiceTrainer:
     @property
     def drops_zero_advantage(self) -> bool:
         grpo = self.config.grpo
-        return self.config.type == "grpo" and grpo.kl_coef == 0 and grpo.entropy_coef == 0
+        own_loss = issubclass(self.trainer_cls, GRPOTrainer) and (
+            self.trainer_cls.compute_loss is GRPOTrainer.compute_loss
+        )
+        return own_loss and grpo.kl_coef == 0 and grpo.entropy_coef == 0
 
     def check_service(self, health: Health) -> None:
-        """Refuse a service whose optimizer differs from this config's: the update would not be ours."""
+        """Refuse a service whose optimizer, lr schedule or losses differ from this config's: the
+        update would not be ours."""
         if health.optim != self.config.optim:
             raise ValueError(
                 f"the training service's optimizer {health.optim.model_dump()} differs from "
                 f"trainer.optim {self.config.optim.model_dump()}; start it with the same recipe"
             )
+        if health.lr_schedule != self.config.lr_schedule:
+            raise ValueError(
+                f"the training service's lr schedule {health.lr_schedule.model_dump()} differs from "
+                f"trainer.lr_schedule {self.config.lr_schedule.model_dump()}; start it with the same recipe"
+            )
+        if self.config.type not in health.losses:
+            raise ValueError(
+                f"trainer.type {self.config.type!r} is not a loss of the training service (it has "
+                f"{health.losses}); start it with the same recipe"
+            )
         if self.config.grpo.kl_coef > 0 and not health.has_reference:
             raise ValueError("trainer.grpo.kl_coef > 0 but the service keeps no reference model")
 
-    def prepare(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
-        if self.config.type == "grpo":
-            return grpo_prepare(batch, self.config.grpo.scale_rewards)
-        return torch.zeros(len(batch)), {}
+    def sequence_logprobs(self, data: TensorBatch) -> Tensor:
+        """The service's logprobs of `data`'s rows (its trainer's micro-batches and ranks)."""
+        lengths = data.attention_mask.sum(-1).tolist()
+        rows = self.client.compute_logprobs([data.input_ids[i, :n].tolist() for i, n in enumerate(lengths)])
+        out = torch.zeros(data.input_ids.shape, dtype=torch.float32)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = torch.tensor(row, dtype=torch.float32)
+        return out
 
-    def _update(self, mini: TensorBatch) -> tuple[dict[str, float], int]:
-        """One optimizer step on the service from `mini`; returns its metrics and the rows not sent."""
+    def update(self, mini: TensorBatch) -> dict[str, float]:
+        """One optimizer step on the service from `mini` (zero-advantage rows left out when they add 0)."""
         rows = kept_rows(mini, self.drops_zero_advantage)
         fb = self.client.forward_backward(
             ForwardBackwardRequest(
@@ -88,39 +108,14 @@ class TrainingServiceTrainer:
         step = self.client.optim_step()
         metrics = none_to_nan(fb.metrics)
         metrics.update(grad_norm=math.nan if step.grad_norm is None else step.grad_norm, lr=step.lr)
-        return metrics, len(mini) - len(rows)
-
-    def train_step(self, batch: Batch) -> dict[str, float]:
-        """As Trainer.train_step: `ppo_epochs` passes of mini-batches, metrics averaged over steps."""
-        if not len(batch):
-            raise ValueError("train_step got an empty batch")
-        advantages, metrics = self.prepare(batch)
-        data = collate(batch.trajectories, self.pad_token_id, advantages)
-        mini_size = self.config.mini_batch_size or len(data)
-        sums: dict[str, float] = {}
-        updates = skipped = dropped = 0
-        lr = math.nan
-        for epoch in range(self.config.ppo_epochs):
-            for start in range(0, len(data), mini_size):
-                step_metrics, not_sent = self._update(data.slice(start, start + mini_size))
-                lr = step_metrics.pop("lr")
-                dropped += not_sent if epoch == 0 else 0
-                skipped += not math.isfinite(step_metrics["grad_norm"])
-                updates += 1
-                for key, value in step_metrics.items():
-                    sums[key] = sums.get(key, 0.0) + value
-        metrics.update({key: value / updates for key, value in sums.items()})
-        metrics.update(
-            lr=lr,
-            num_tokens=float(data.num_tokens),
-            num_seqs=float(len(data)),
-            optimizer_steps=float(updates),
-            skipped_steps=float(skipped),
-            dropped_zero_adv=float(dropped),
-        )
-        self.dropped_zero_adv += dropped
-        self.global_step += 1
         return metrics
+
+    def prepare(self, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+        """The registry's advantages, plus `dropped_zero_adv`: the datums `update` will not send."""
+        advantages, metrics = super().prepare(batch)
+        dropped = int((advantages == 0).sum()) if self.drops_zero_advantage else 0
+        self.dropped_zero_adv += dropped
+        return advantages, {**metrics, "dropped_zero_adv": float(dropped)}
 
     def state_dict(self) -> dict[str, Tensor]:
         """The service's current weights (fetched over HTTP), for weight sync."""

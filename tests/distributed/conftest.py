@@ -62,3 +62,11 @@ def ray_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     yield
     driver.shutdown()
     wait_for(lambda: not set(daemons) & set(ray_children()), 30, f"Ray daemons {daemons} to exit")
+
+
+@pytest.fixture
+def pods(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator:
+    """Two inference replicas behind one Service name (tests/distributed/replicas.py)."""
+    from tests.distributed.replicas import running_pods
+
+    yield from running_pods(tmp_path, monkeypatch)

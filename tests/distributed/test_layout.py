@@ -43,16 +43,22 @@ def test_group_requests_are_the_sum_of_their_roles() -> None:
 
 
 def test_in_cluster_trainer_gpus_come_from_the_cluster_section() -> None:
-    c = cfg("cluster.trainer.nodes=2", "cluster.trainer.gpus_per_node=4", "ray.trainer.num_gpus=1")
+    """Every GPU of the trainer pods is one rank: an actor and a one-GPU bundle each."""
+    c = cfg("cluster.trainer.nodes=2", "cluster.trainer.gpus_per_node=4", "ray.trainer.num_gpus=3")
     plans = plan_groups(c)
     trainer = next(p for p in plans if p.name == "trainer")
-    assert trainer.num_gpus == 4  # the pod limits, not ray.trainer
-    assert [b for _, _, b in bundles(c, plans)] == [{"CPU": 1.0, "GPU": 4.0}] * 2  # one per node
+    assert (trainer.count, trainer.num_gpus) == (8, 1.0)  # the pod limits, not ray.trainer
+    assert trainer.roles_of(0) == ("trainer", "validator") and trainer.roles_of(5) == ("trainer",)
+    assert [b for _, _, b in bundles(c, plans)] == [{"CPU": 1.0, "GPU": 1.0}] * 8
+    one = cfg("cluster.trainer.nodes=1", "cluster.trainer.gpus_per_node=1")
+    assert [b for _, _, b in bundles(one, plan_groups(one))] == [{"CPU": 1.0, "GPU": 1.0}]
+    local = plan_groups(cfg("ray.trainer_ranks=3"))
+    assert next(p for p in local if p.name == "trainer").count == 3
 
 
 def test_roles_of_one_group_need_equal_counts() -> None:
     c = cfg("ray.colocate={main:[trainer,rollout]}", "rollout.num_workers=2")
-    with pytest.raises(ValueError, match=r"ray.colocate.main: roles .* same number of actors"):
+    with pytest.raises(ConfigError, match=r"ray.colocate.main: roles .* same number of actors"):
         plan_groups(c)
 
 

@@ -108,3 +108,37 @@ def test_local_and_ray_give_the_same_batches_and_losses(tmp_path: Path) -> None:
 
     assert len(local) == 4 and strip(local) == strip(remote)
     assert len({r["loss"] for r in local}) == 4 and all(r["grad_norm"] > 0 for r in local)
+
+
+HANG_ONCE = '''
+import time
+from pathlib import Path
+
+from nexrl_runtime.rollout.evaluator import EvalResult, Evaluator
+
+MARK = Path(__file__).with_suffix(".hung")
+
+
+class HangOnce(Evaluator):
+    """Exact-answer reward; the first call in this run never returns (a stuck scorer)."""
+
+    def evaluate(self, item, response):
+        if not MARK.exists():
+            MARK.write_text("hung")
+            time.sleep(3600)
+        exact = response.strip() == str(item["answer"])
+        return EvalResult(reward=float(exact), correct=exact)
+'''
+
+
+def test_a_rollout_actor_that_stops_answering_is_replaced_and_its_items_rolled_again(tmp_path: Path) -> None:
+    scorer = tmp_path / "hang_once.py"
+    scorer.write_text(HANG_ONCE)
+    cfg = ray_config(tmp_path, ["total_steps=3", "rollout.num_workers=1", "ray.call_timeout_s=10",
+                                f"rollout.evaluator={scorer}:HangOnce"])
+    ctrl = RayController(cfg, echo=None)
+    first = ctrl._runtime.role_hosts("rollout")[0].pid
+    summary = ctrl.run()
+    assert summary.steps == 3 and scorer.with_suffix(".hung").exists()
+    assert summary.stats["hung_rollout"] == 1 and summary.stats["restarts_rollout"] == 1
+    assert ctrl._runtime.role_hosts("rollout")[0].pid != first

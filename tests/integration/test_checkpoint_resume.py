@@ -5,6 +5,8 @@
   run's metrics rows equal an uninterrupted run's EXACTLY (wall-clock fields aside), as one series.
 * Interrupted saves (a temp folder without marker, a folder with a file cut short) are passed over.
 * `resume.mode=from_path` with another config's checkpoint fails with the `nexrl: resume.path:` line.
+* A cosine lr schedule with warmup, resumed mid-schedule: the same lr sequence (and metrics) as
+  an uninterrupted run.
 * Two rollout workers: not compared value by value. Locally both share one engine and its one
   generator, so which worker samples first (thread scheduling) decides the draws: two
   uninterrupted runs differ too. The resumed run is checked to continue the same series.
@@ -21,7 +23,12 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from nexrl_runtime import checkpoint as ckpt
+from nexrl_runtime.config import load_config
+from nexrl_runtime.config.schema import LRScheduleConfig
+from nexrl_runtime.trainer.schedule import lr_factor
 from tests.integration.conftest import RECIPE, run_arithmetic
 
 NEXRL = [sys.executable, "-m", "nexrl_runtime.cli", "run", "-c", str(RECIPE)]
@@ -158,3 +165,23 @@ def test_two_workers_resume_continues_the_series(tmp_path: Path) -> None:
     assert [r["weight_pushes"] for r in rows] == list(range(1, 7))
     assert rl_rows(tmp_path)[:5] == before  # steps 0..4 kept as they were
     assert (tmp_path / "checkpoints" / "global_step_6" / "hf" / "model.safetensors").exists()
+
+
+def test_resume_mid_lr_schedule_continues_the_same_lr_sequence(tmp_path: Path) -> None:
+    schedule = {"kind": "cosine", "warmup_steps": 2, "decay_steps": 4, "min_lr_ratio": 0.1}
+    overrides = [
+        *TINY,
+        "rollout.num_workers=1",
+        "checkpoint.every=2",
+        *(f"trainer.lr_schedule.{k}={v}" for k, v in schedule.items()),
+    ]
+    _, reference = run_arithmetic(tmp_path / "ref", [*overrides, "total_steps=6"])
+    out = tmp_path / "run"
+    run_arithmetic(out, [*overrides, "total_steps=4"])  # at 4 both runs validate: same RNG draws
+    _, rows = run_arithmetic(out, [*overrides, "total_steps=6", "resume.mode=auto"])
+    strip = [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in rows]
+    assert strip == [{k: v for k, v in r.items() if k not in WALL_CLOCK} for r in reference]
+    lr = load_config(RECIPE, overrides).trainer.optim.lr
+    want = [lr * lr_factor(k, LRScheduleConfig.model_validate(schedule)) for k in range(6)]
+    assert [r["lr"] for r in rows] == pytest.approx(want, rel=1e-12)  # one optimizer step per RL step
+    assert len(set(want)) == 5  # warmup, peak, decay: and still decaying across the resume at step 4

@@ -39,8 +39,14 @@ def test_bad_config_fails_fast_with_path(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("overrides", "said"), [
-    (["launch_mode=ray", "inference.engine=openai", "inference.base_urls=[http://127.0.0.1:9]"],
-     "nexrl: inference.engine: launch_mode=ray runs the in-process engine only today"),
+    (["launch_mode=ray", "inference.engine=openai"],
+     "nexrl: inference.base_urls: inference.engine=openai needs"),
+    (["launch_mode=ray", "inference.engine=openai", "inference.base_urls=[inference:8000]"],
+     "nexrl: inference.base_urls: 'inference:8000' has no host name"),
+    (["inference.engine=openai", "inference.base_urls=[http://127.0.0.1:9]", "inference.weight_sync=nccl",
+      "inference.nccl_master=trainer"], "nexrl: inference.nccl_master: must be 'host:port' (got 'trainer')"),
+    (["launch_mode=ray", "ray.colocate={main:[trainer,rollout]}", "rollout.num_workers=2"],
+     "nexrl: ray.colocate.main: roles ['trainer', 'rollout'] must have the same number of actors"),
     (["inference.engine=openai"], "nexrl: inference.base_urls: inference.engine=openai needs"),
     (["inference.engine=vllm"], "nexrl: model.path: inference.engine=vllm serves an HF folder"),
 ])

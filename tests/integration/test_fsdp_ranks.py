@@ -1,6 +1,7 @@
 """The trainer rank group (nexrl_runtime/trainer/fsdp.py): 2 FSDP2 ranks under torchrun (gloo, CPU)
 train exactly like one process, for every loss aggregation, with mini-batches, micro-batches and
-2 epochs over a batch of very uneven lengths."""
+2 epochs over a batch of very uneven lengths; with the old logprobs recomputed (split over the
+ranks) and a cosine lr schedule, also across a save + load between steps."""
 
 from __future__ import annotations
 
@@ -59,16 +60,21 @@ def two_ranks(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("case", list(fsdp_worker.CASES))
+@pytest.mark.parametrize("case", [*fsdp_worker.CASES, f"{fsdp_worker.RESUMED}-resumed"])
 def test_two_ranks_equal_one_process(two_ranks: Path, case: str) -> None:
+    """Each case on 2 ranks equals one process; the resumed case (2 ranks, saved and loaded between
+    its steps) equals one uninterrupted process: the lr schedule and optimizer state carry over."""
     torch.set_num_threads(1)
-    single = fsdp_worker.run(case, lambda cls, m, c: cls(m, c, 0))
+    single = fsdp_worker.run(case.removesuffix("-resumed"), lambda cls, m, c: cls(m, c, 0))
     sharded = torch.load(two_ranks / f"{case}.pt", weights_only=True)
     for one, two in zip(single["metrics"], sharded["metrics"], strict=True):
         assert one.keys() == two.keys()
         for key in one:
             assert two[key] == pytest.approx(one[key], abs=1e-5, rel=1e-5), key
         assert one["optimizer_steps"] == 6  # ceil(14 / 5) mini-batches x 2 epochs
+    if case.startswith(fsdp_worker.RESUMED):
+        lrs = [m["lr"] for m in single["metrics"]]
+        assert lrs[0] != lrs[1] and min(m["old_logprob_diff_mean"] for m in single["metrics"]) > 0.1
     assert single["weights"].keys() == sharded["weights"].keys()
     moved = 0.0
     start = fsdp_worker.model().state_dict()

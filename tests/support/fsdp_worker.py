@@ -31,7 +31,16 @@ CASES: dict[str, tuple[type[Trainer], dict]] = {
     "seq-mean-token-sum": (GRPOTrainer, {"grpo": {"loss_agg": "seq-mean-token-sum"}}),
     "kl-entropy": (GRPOTrainer, {"grpo": {"kl_coef": 0.1, "entropy_coef": 0.01}, "micro_batch_size": 1}),
     "sft": (SFTTrainer, {}),
+    # the batch's logprobs are random, so the recompute really replaces them; the lr moves every step
+    "recompute-cosine": (
+        GRPOTrainer,
+        {
+            "recompute_old_logprobs": True,
+            "lr_schedule": {"kind": "cosine", "warmup_steps": 2, "decay_steps": 6, "min_lr_ratio": 0.1},
+        },
+    ),
 }
+RESUMED = "recompute-cosine"  # also run as `<case>-resumed`: saved and loaded between the steps
 
 
 def model(seed: int = 0) -> GPT2LMHeadModel:
@@ -82,11 +91,19 @@ def config(overrides: dict) -> TrainerConfig:
     return TrainerConfig.model_validate(base)
 
 
-def run(name: str, make) -> dict:
-    """`make(cls, model, config)` builds the trainer; returns per-step metrics and the final weights."""
+def run(name: str, make, scratch: Path | None = None) -> dict:
+    """`make(cls, model, config)` builds the trainer; returns per-step metrics and the final weights.
+    With `scratch`, the trainer is saved after the first step and a new one (other initial weights)
+    loads it and takes the rest."""
     cls, overrides = CASES[name]
     trainer = make(cls, model(), config(overrides))
-    metrics = [trainer.train_step(batch(step)) for step in range(STEPS)]
+    metrics = []
+    for step in range(STEPS):
+        if scratch is not None and step == 1:
+            trainer.save(scratch / f"{name}.ckpt")
+            trainer = make(cls, model(seed=9), config(overrides))
+            trainer.load(scratch / f"{name}.ckpt")
+        metrics.append(trainer.train_step(batch(step)))
     return {"metrics": metrics, "weights": trainer.state_dict()}
 
 
@@ -99,6 +116,9 @@ def main(out: str) -> None:
         result = run(name, lambda cls, m, c: build_sharded_trainer(cls, m, c, 0, ranks))
         if ranks.is_main:
             torch.save(result, Path(out) / f"{name}.pt")
+    result = run(RESUMED, lambda cls, m, c: build_sharded_trainer(cls, m, c, 0, ranks), Path(out))
+    if ranks.is_main:
+        torch.save(result, Path(out) / f"{RESUMED}-resumed.pt")
     ranks.barrier()
 
 

@@ -9,7 +9,15 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nexrl_runtime.trainer.advantages import group_advantages
+from nexrl_runtime.config.schema import TrainerConfig
+from nexrl_runtime.trainer import GRPOTrainer, SFTTrainer
+from nexrl_runtime.trainer.advantages import (
+    ADVANTAGES,
+    compute_advantages,
+    group_advantages,
+    register_advantage,
+)
+from nexrl_runtime.types import Batch, Trajectory
 
 # Three groups, interleaved on purpose (a trainer must not assume contiguous groups):
 #   a: rewards 1, 0     -> mean 0.5, centered +-0.5, unbiased std sqrt((0.25+0.25)/1) = sqrt(0.5)
@@ -83,3 +91,31 @@ def test_each_group_sums_to_zero_and_is_permutation_equivariant(
     perm = torch.randperm(len(items), generator=torch.Generator().manual_seed(len(items)))
     shuffled = group_advantages(rewards[perm], [groups[i] for i in perm.tolist()], scale)  # type: ignore[arg-type]
     assert torch.allclose(shuffled, adv[perm])
+
+
+def test_the_registry_serves_builtins_and_a_recipes_own_estimator() -> None:
+    trajs = [
+        Trajectory([1, 2, 3], [0, 1, 1], [0.0] * 3, r, g, "t", 0, 1)
+        for r, g in [(1.0, "a"), (0.0, "a"), (3.0, "b")]
+    ]
+    batch, cfg = Batch(trajs), TrainerConfig()
+    adv, metrics = compute_advantages("grpo", batch, cfg)
+    assert adv.tolist() == pytest.approx([0.7071, -0.7071, 0.0], abs=1e-4) and metrics["reward_max"] == 3
+    assert compute_advantages("none", batch, cfg)[0].tolist() == [0.0, 0.0, 0.0]
+    assert GRPOTrainer.advantage == "grpo" and SFTTrainer.advantage == "none"
+
+    @register_advantage("test-centered")
+    def centered(batch: Batch, config: TrainerConfig) -> tuple[torch.Tensor, dict[str, float]]:
+        rewards = torch.tensor(batch.rewards)
+        return rewards - rewards.mean(), {"centered": 1.0}
+
+    try:
+        assert compute_advantages("test-centered", batch, cfg)[0].tolist() == pytest.approx(
+            [-1 / 3, -4 / 3, 5 / 3]
+        )
+        with pytest.raises(ValueError, match="already registered"):
+            register_advantage("test-centered")(GRPOTrainer.prepare)
+        with pytest.raises(KeyError, match="no advantage estimator 'nope'"):
+            compute_advantages("nope", batch, cfg)
+    finally:
+        del ADVANTAGES["test-centered"]

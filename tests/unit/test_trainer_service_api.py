@@ -12,7 +12,7 @@ import torch
 from pydantic import ValidationError
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from nexrl_runtime.config.schema import GRPOConfig, OptimConfig, TrainerConfig
+from nexrl_runtime.config.schema import GRPOConfig, LRScheduleConfig, OptimConfig, TrainerConfig
 from nexrl_runtime.trainer import TRAINERS, GRPOTrainer, collate
 from nexrl_runtime.trainer_service import storage
 from nexrl_runtime.trainer_service.api import (
@@ -193,6 +193,14 @@ def test_step_needs_a_gradient_and_config_must_match(tmp_path: Path) -> None:
         remote.check_service(other)
     with pytest.raises(ValueError, match="reference"):
         TrainingServiceTrainer(client, with_kl, PAD).check_service(service.health())
-    with pytest.raises(ValueError, match="cannot run in a training service"):
+    with pytest.raises(ValueError, match=r"x\.py does not exist"):
         TrainingServiceTrainer(client, config.model_copy(update={"type": "x.py:Mine"}), PAD)
+    with pytest.raises(ValueError, match="'sft' is not a loss of the training service"):
+        TrainingServiceTrainer(client, sft, PAD).check_service(
+            service.health().model_copy(update={"losses": ["grpo"]})
+        )
+    with pytest.raises(ValueError, match="lr schedule"):
+        remote.check_service(
+            service.health().model_copy(update={"lr_schedule": LRScheduleConfig(warmup_steps=2)})
+        )
     client.close()

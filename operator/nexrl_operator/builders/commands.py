@@ -93,7 +93,7 @@ def vllm_command(ctx: Context) -> list[str]:
         "--served-model-name",
         *served,
         "--tensor-parallel-size",
-        str(inference.gpus_per_replica),
+        str(max(inference.gpus_per_replica, 1)),  # a CPU replica (0 GPUs) is one process
         "--host",
         "0.0.0.0",
         "--port",
