@@ -144,7 +144,7 @@ class Box:
                 f"kubernetes.default.svc.{podspec.DOMAIN}",
             ],
         )
-        self.server = EmulatorThread(host=host, tls=tls, kinds=BUILTINS + KUBERAY + RBAC)
+        self.server = EmulatorThread(host=host, tls=tls, stop_timeout=75, kinds=BUILTINS + KUBERAY + RBAC)
         self.server.__enter__()
         self.server.install_crds()
         self.api = Api(self.server)

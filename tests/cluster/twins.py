@@ -50,10 +50,15 @@ def parse_row(header: str, line: str) -> dict[str, str]:
     return dict(zip(names, cells, strict=True))
 
 
-def run_twin(box: Box, manifest: pathlib.Path, namespace: str, name: str, timeout: float = 480) -> Run:
-    """Apply a twin and watch `kubectl get nexrljobs` until it is Succeeded or Failed."""
+def apply_twin(box: Box, manifest: pathlib.Path) -> float:
+    """`kubectl apply` the twin; the monotonic time it was applied at."""
     started = time.monotonic()
     box.kubectl("apply", "-f", str(manifest))
+    return started
+
+
+def watch_twin(box: Box, namespace: str, name: str, started: float, timeout: float = 480) -> Run:
+    """Watch `kubectl get nexrljobs` until the job is Succeeded or Failed (rows timed from `started`)."""
     rows: list[Row] = []
     while time.monotonic() - started < timeout:
         out = box.kubectl("get", "nexrljobs", "-n", namespace, name).stdout.splitlines()
@@ -72,3 +77,8 @@ def run_twin(box: Box, manifest: pathlib.Path, namespace: str, name: str, timeou
             raise AssertionError(f"the box failed: {box.errors[-1]}")
         time.sleep(0.5)  # a poll interval, not a wait for something: the loop ends on a condition
     raise AssertionError(f"{namespace}/{name} did not finish in {timeout}s; seen: {rows}")
+
+
+def run_twin(box: Box, manifest: pathlib.Path, namespace: str, name: str, timeout: float = 480) -> Run:
+    """Apply a twin and watch it to its end."""
+    return watch_twin(box, namespace, name, apply_twin(box, manifest), timeout)

@@ -53,8 +53,12 @@ class EmulatorThread:
     serves HTTPS, as a real API server does; the other options go to :class:`ApiServer`.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: Any = None, **options: Any) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: Any = None, stop_timeout: float = 10,
+                 **options: Any) -> None:
         self.host, self.port, self.tls = host, port, tls
+        self.stop_timeout = stop_timeout
+        """how long a stop may wait for open requests (a watch whose client vanished ends when aiohttp's
+        shutdown timeout, 60 s, cancels it)"""
         self._options = options
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="apiserver", daemon=True)
@@ -73,7 +77,7 @@ class EmulatorThread:
     def __exit__(self, *exc: object) -> None:
         assert self._stop is not None and self._served is not None
         self._loop.call_soon_threadsafe(self._stop.set)
-        self._served.result(timeout=10)
+        self._served.result(timeout=self.stop_timeout)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
