@@ -224,3 +224,10 @@ def test_gsm8k_cpu_twin_runs_with_two_vllm_replicas(box: Box) -> None:
     FIGURES["gsm8k-cpu"] = {"first_step_s": run.first_step_s, "succeeded_s": run.done_s}
     print(f"\ngsm8k-cpu twin: {run.rows}\nfigures: {FIGURES['gsm8k-cpu']}")
     assert [p for p in run.phases() if p != "Pending"] == ["Provisioning", "Running", "Succeeded"], run.rows
+    # a disk push reached each replica every step (pause, reload, version, resume), and both served rollouts
+    steps = run.rows[-1].step
+    for pod in pods:
+        log = pod.log_path("vllm").read_text(errors="replace")
+        assert log.count('"POST /collective_rpc HTTP/1.1" 200') == steps, pod.name
+        assert log.count('"POST /update_weight_version HTTP/1.1" 200') == steps, pod.name
+        assert '"POST /v1/completions HTTP/1.1" 200' in log, pod.name
