@@ -60,7 +60,7 @@ What kmock 0.8 lacks and this subclass adds (the honest list; everything else is
   built-in kinds are not checked. No /openapi/v2 (kubectl reads it only as protobuf).
 * Field selectors also on an Event's ``involvedObject.*``, ``reason`` and ``type`` (kubectl describe).
 * Request recording for RBAC checks and benchmarks: ``emu.calls`` (verb, group, resource,
-  subresource, namespace, name, User-Agent, labelSelector, HTTP status).
+  subresource, namespace, name, User-Agent, labelSelector, HTTP status, bearer token).
 * Fault injection: ``emu.inject(Fault(...))`` answers an error before, or after performing, the
   next matching request(s) (e.g. 409 after a create, to simulate a race).
 
@@ -205,7 +205,9 @@ class ApiServer(Views, kmock.KubernetesEmulator):
         if target and target.verb == "create" and isinstance(request.data, dict):
             name = request.data.get("metadata", {}).get("name")
         agent, selector = request.headers.get("User-Agent", ""), request.params.get("labelSelector", "")
-        call = Call.of(target, request.url.path, name, agent, selector)
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        token = token.strip() if scheme.lower() == "bearer" else ""
+        call = Call.of(target, request.url.path, name, agent, selector, token)
         self.calls.append(call)
         fault = next((f for f in self.faults if f.hits < f.times and f.matches(call)), None)
         try:

@@ -136,14 +136,16 @@ class Call:
     selector: str = ""
     """the labelSelector of a list or watch"""
     status: int = 0
+    token: str = ""
+    """the bearer token the request carried (a pod's service-account token), if any"""
 
     @classmethod
     def of(cls, target: Target | None, path: str, name: str | None, agent: str = "",
-           selector: str = "") -> Call:
+           selector: str = "", token: str = "") -> Call:
         if target is None:  # discovery and other non-resource URLs
-            return cls("get", None, None, None, None, None, path, agent)
+            return cls("get", None, None, None, None, None, path, agent, token=token)
         return cls(target.verb, target.group, target.plural, target.subresource, target.namespace, name, path,
-                   agent, selector)
+                   agent, selector, token=token)
 
 
 @dataclasses.dataclass

@@ -10,6 +10,7 @@ import pathlib
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -17,6 +18,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
+import aiohttp.test_utils
 import kmock
 import kubernetes
 import yaml
@@ -55,11 +57,16 @@ class EmulatorThread:
     """Runs :class:`ApiServer` in a thread, so that sync tests and clients can use it.
 
     ``host`` is the address to listen on (127.0.0.1, or e.g. a bridge IP that pods in network
-    namespaces reach); ``port`` 0 picks a free one; the other options go to :class:`ApiServer`.
+    namespaces reach); ``port`` 0 picks a free one; ``tls`` (PEM paths ``ca``, ``cert``, ``key``)
+    serves HTTPS, as a real API server does; the other options go to :class:`ApiServer`.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
-        self.host, self.port = host, port
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, tls: Any = None, stop_timeout: float = 10,
+                 **options: Any) -> None:
+        self.host, self.port, self.tls = host, port, tls
+        self.stop_timeout = stop_timeout
+        """how long a stop may wait for open requests (a watch whose client vanished ends when aiohttp's
+        shutdown timeout, 60 s, cancels it)"""
         self._options = options
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="apiserver", daemon=True)
@@ -78,14 +85,15 @@ class EmulatorThread:
     def __exit__(self, *exc: object) -> None:
         assert self._stop is not None and self._served is not None
         self._loop.call_soon_threadsafe(self._stop.set)
-        self._served.result(timeout=10)
+        self._served.result(timeout=self.stop_timeout)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)
 
     async def _serve(self, ready: concurrent.futures.Future[None]) -> None:
         self._stop = asyncio.Event()
+        extra: dict[str, Any] = {"server_cls": _tls_server(self.tls)} if self.tls else {}
         async with ApiServer(**self._options) as emu, \
-                kmock.Server(emu, host=self.host, port=self.port or None) as server:
+                kmock.Server(emu, host=self.host, port=self.port or None, **extra) as server:
             self.emu, self.url = emu, str(server.url).rstrip("/")
             ready.set_result(None)
             await self._stop.wait()
@@ -97,11 +105,16 @@ class EmulatorThread:
         return asyncio.run_coroutine_threadsafe(call(), self._loop).result(timeout)
 
     def write_kubeconfig(self, path: pathlib.Path) -> pathlib.Path:
-        """A kubeconfig that points kopf and the kubernetes client at the emulator (no auth)."""
+        """A kubeconfig that points kopf and the kubernetes client at the emulator (no auth; TLS: its CA)."""
+        cluster: dict[str, Any] = {"server": self.url}
+        user: dict[str, Any] = {}
+        if self.tls:  # over HTTPS, kubectl prompts for a username unless the user has credentials
+            cluster["certificate-authority"] = str(self.tls.ca)
+            user["token"] = "emulator-admin"
         config = {
             "apiVersion": "v1", "kind": "Config", "current-context": "emulator",
-            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            "users": [{"name": "tester", "user": {}}],
+            "clusters": [{"name": "emulator", "cluster": cluster}],
+            "users": [{"name": "tester", "user": user}],
             "contexts": [{"name": "emulator", "context": {"cluster": "emulator", "user": "tester",
                                                           "namespace": "default"}}],
         }
@@ -116,6 +129,8 @@ class EmulatorThread:
         """A real kubernetes client over HTTP to the emulator."""
         configuration = kubernetes.client.Configuration()
         configuration.host = self.url
+        if self.tls:
+            configuration.ssl_ca_cert = str(self.tls.ca)
         return kubernetes.client.ApiClient(configuration)
 
     def live(self, group: str, version: str, plural: str) -> list[dict[str, Any]]:
@@ -145,6 +160,18 @@ class EmulatorThread:
     def watches(self, plural: str) -> int:
         """How many watch requests for a resource the server has seen (a restarted operator adds one)."""
         return sum(1 for call in list(self.emu.calls) if call.verb == "watch" and call.resource == plural)
+
+
+def _tls_server(tls: Any) -> type[aiohttp.test_utils.RawTestServer]:
+    """kmock's server class, started with a TLS context from ``tls.cert`` and ``tls.key``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(tls.cert), str(tls.key))
+
+    class TLSServer(aiohttp.test_utils.RawTestServer):
+        async def start_server(self, loop: asyncio.AbstractEventLoop | None = None, **kwargs: Any) -> None:
+            await super().start_server(loop=loop, ssl=context, **kwargs)
+
+    return TLSServer
 
 
 class Kubectl:

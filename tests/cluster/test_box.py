@@ -1,0 +1,233 @@
+"""The cluster in a box (docs/box.md): the chart's operator as a pod, the kubelet and KubeRay
+stand-ins running what it creates in network namespaces, the real kubectl as the user.
+
+Root only (network namespaces, bind mounts); `pytest -m cluster`. One box for the module.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+
+import pytest
+import yaml
+from box import REPO, Box
+from harness import wait_for
+from twins import apply_twin, run_twin, watch_twin
+
+pytestmark = pytest.mark.cluster
+FIGURES: dict[str, dict[str, float | None]] = {}
+
+
+def test_operator_runs_as_the_chart_starts_it(box: Box) -> None:
+    """The chart's Deployment, run by the box's kubelet: its command line, logged in in-cluster with
+    its service account over TLS (every call it makes carries that account's token)."""
+    (pod,) = box.operator_pods()
+    script = pod.dir.joinpath("operator.sh").read_text()
+    assert "nexrl-operator run --liveness=http://0.0.0.0:8080/healthz" in script
+    assert "--runtime-service-account=nexrl-runtime" in script
+    token = box.node.token("nexrl-system", "nexrl-nexrl-operator")
+    calls = [c for c in box.server.emu.calls if c.resource == "nexrljobs" and c.verb == "watch"]
+    assert calls and all(c.token == token for c in calls)
+    status = box.kubectl("get", "deploy", "-n", "nexrl-system", "nexrl-nexrl-operator", "-o", "json").stdout
+    assert json.loads(status)["status"]["readyReplicas"] == 1
+
+
+def test_headless_service_resolves_to_every_ready_pod(box: Box, tmp_path: pathlib.Path) -> None:
+    """Two ready replicas behind a headless Service: from a pod, the name gives both IPs and each
+    answers; the Deployment's status says 2 ready (written back as the controller manager does)."""
+    manifests = [
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": "echo", "namespace": "team-b"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "echo"}},
+                "template": {
+                    "metadata": {"labels": {"app": "echo"}},
+                    "spec": {
+                        "containers": [
+                            {
+                                "name": "echo",
+                                "image": "nexrl/nexrl:0.1.0",
+                                "command": ["python", "-m", "http.server", "$(PORT)", "--bind", "$(MY_IP)"],
+                                "env": [
+                                    {"name": "PORT", "value": "8000"},
+                                    {
+                                        "name": "MY_IP",
+                                        "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}},
+                                    },
+                                ],
+                                "ports": [{"name": "http", "containerPort": 8000}],
+                                "readinessProbe": {"httpGet": {"path": "/", "port": "http"}},
+                            }
+                        ]
+                    },
+                },
+            },
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "echo", "namespace": "team-b"},
+            "spec": {"clusterIP": "None", "selector": {"app": "echo"}, "ports": [{"port": 8000}]},
+        },
+    ]
+    path = tmp_path / "echo.yaml"
+    path.write_text(yaml.safe_dump_all(manifests))
+    box.kubectl("apply", "-f", str(path))
+
+    def ready() -> bool:
+        out = box.kubectl("get", "deploy", "-n", "team-b", "echo", "-o", "json").stdout
+        return json.loads(out).get("status", {}).get("readyReplicas") == 2
+
+    wait_for(ready, 60, interval=0.3, what="2 ready echo replicas")
+    pods = box.workloads.pods[("Deployment", "team-b", "echo")]
+    assert len({p.ip for p in pods}) == 2
+    probe = (
+        "import json, socket, urllib.request\n"
+        "name = 'echo.team-b.svc.cluster.local'\n"
+        "ips = sorted({a[4][0] for a in socket.getaddrinfo(name, 8000, type=socket.SOCK_STREAM)})\n"
+        "codes = [urllib.request.urlopen(f'http://{ip}:8000/').status for ip in ips]\n"
+        "try:\n    socket.getaddrinfo('nowhere.example', 80); dns = 'resolved'\n"
+        "except OSError:\n    dns = 'fails'\n"
+        "print(json.dumps({'ips': ips, 'codes': codes, 'dns': dns, 'host': socket.gethostname()}))"
+    )
+    done = pods[0].exec("python", "-c", probe)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen == {
+        "ips": sorted(p.ip for p in pods),
+        "codes": [200, 200],
+        "dns": "fails",
+        "host": pods[0].name,
+    }
+    box.kubectl("delete", "-f", str(path))
+    wait_for(lambda: ("Deployment", "team-b", "echo") not in box.workloads.pods, 30, what="echo pods gone")
+
+
+def test_arithmetic_cpu_twin_runs_to_succeeded(box: Box) -> None:
+    """examples/cpu/nexrljob-arithmetic-cpu.yaml: applied with kubectl, STEP moving and REWARD shown
+    in `kubectl get nexrljobs`, Provisioning -> Running -> Succeeded; the RayJob went through
+    KubeRay's states; the runtime's progress reached the API with its service-account token."""
+    manifest = REPO / "examples" / "cpu" / "nexrljob-arithmetic-cpu.yaml"
+    total = yaml.safe_load(manifest.read_text())["spec"]["config"]["total_steps"]
+    run = run_twin(box, manifest, "team-b", "arithmetic-cpu")
+    FIGURES["arithmetic-cpu"] = {"first_step_s": run.first_step_s, "succeeded_s": run.done_s}
+    print(f"\narithmetic-cpu twin: {run.rows}\nfigures: {FIGURES['arithmetic-cpu']}")
+    assert [p for p in run.phases() if p != "Pending"] == ["Provisioning", "Running", "Succeeded"], run.rows
+    steps = [r.step for r in run.rows if r.step is not None]
+    assert steps == sorted(steps) and len(set(steps)) >= 2 and steps[-1] == total, run.rows
+    assert all(r.reward is not None for r in run.rows if r.step), run.rows
+    deployment = [(d, j) for name, d, j in box.kuberay.history if name == "arithmetic-cpu"]
+    assert deployment[0] == ("Initializing", "") and ("Running", "PENDING") in deployment
+    assert deployment[-1] == ("Complete", "SUCCEEDED")
+    token = box.node.token("team-b", "nexrl-runtime")
+    reports = [
+        c
+        for c in box.server.emu.calls
+        if (c.resource, c.subresource, c.verb) == ("nexrljobs", "status", "patch")
+        and c.namespace == "team-b"
+        and c.token == token
+    ]
+    assert reports and all(c.status == 200 for c in reports)
+    # Ray nodes as KubeRay starts them: CPUs and memory from each worker's requests, joining the head Service
+    workers = sorted(box.workdir.glob("pods/team-b.arithmetic-cpu-*-rollout-worker-*/ray-worker.sh"))
+    assert len(workers) == 2
+    for script in workers:
+        text = script.read_text()
+        assert "--num-cpus=1 --memory=2147483648" in text and "--block" in text
+        assert "-head-svc.team-b.svc.cluster.local:6379" in text
+    # shutdownAfterJobFinishes: the RayCluster and its pods go
+    wait_for(lambda: not box.kuberay.all_pods(), 60, what="the RayCluster's pods to go")
+
+    def clusters() -> list[str]:
+        return [
+            c["metadata"]["name"]
+            for c in box.server.live("ray.io", "v1", "rayclusters")
+            if c["metadata"]["namespace"] == "team-b"
+        ]
+
+    wait_for(lambda: not clusters(), 30, what="the RayCluster to be deleted")
+    assert not box.errors, box.errors
+
+
+GSM8K_TWIN = REPO / "examples" / "cpu" / "nexrljob-gsm8k-cpu.yaml"
+GSM8K_ROWS = [
+    {
+        "prompt": f"<|im_start|>user\nWhat is {a} + {b}? Put the answer in \\boxed{{}}.<|im_end|>\n"
+        "<|im_start|>assistant\n",
+        "answer": str(a + b),
+    }
+    for a, b in ((2, 3), (10, 7), (4, 4), (6, 9))
+]
+
+
+def prepare_claim(box: Box, namespace: str, claim: str) -> None:
+    """The existing claim of the GSM8K twin: its PVC object, the converted model and GSM8K-shaped data
+    in the folder the box mounts for it."""
+    from nexrl_runtime.models.convert import convert
+
+    folder = box.workdir / "pvc" / namespace / claim
+    (folder / "models").mkdir(parents=True, exist_ok=True)
+    link = folder / "models" / "SmolLM2-135M-Instruct"
+    if not link.exists():
+        link.symlink_to(convert())  # cached after the first conversion; the pods see the host's files
+    (folder / "gsm8k").mkdir(exist_ok=True)
+    for split in ("train", "test"):
+        (folder / "gsm8k" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": claim, "namespace": namespace},
+        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
+    path = box.workdir / f"pvc-{claim}.yaml"
+    path.write_text(yaml.safe_dump(pvc))
+    box.kubectl("apply", "-f", str(path))
+
+
+def test_gsm8k_cpu_twin_runs_with_two_vllm_replicas(box: Box) -> None:
+    """The GSM8K twin: its 2 vLLM-CPU replicas (`vllm serve` as the operator writes it) become ready
+    through their readiness probes; from a replica, the headless Service name gives both pods' IPs
+    and each serves the model; the job then runs on Ray against them to Succeeded."""
+    prepare_claim(box, "team-a", "nexrl-shared")
+    twin = yaml.safe_load(GSM8K_TWIN.read_text())
+    name = twin["metadata"]["name"]
+    started = apply_twin(box, GSM8K_TWIN)
+    deployment = f"{name}-inference"
+
+    def ready() -> int:
+        out = box.kubectl("get", "deploy", "-n", "team-a", deployment, "-o", "json", check=False).stdout
+        return int(json.loads(out).get("status", {}).get("readyReplicas", 0)) if out else 0
+
+    wait_for(lambda: ready() == 2 or box.errors, 600, interval=1, what="2 ready vLLM replicas")
+    assert not box.errors, box.errors
+    pods = box.workloads.pods[("Deployment", "team-a", deployment)]
+    (container,) = pods[0].spec["containers"]
+    assert container["command"][:2] == ["vllm", "serve"]
+    port = container["ports"][0]["containerPort"]
+    probe = (
+        "import json, socket, urllib.request\n"
+        f"name = '{deployment}.team-a.svc.cluster.local'\n"
+        f"ips = sorted({{a[4][0] for a in socket.getaddrinfo(name, {port}, type=socket.SOCK_STREAM)}})\n"
+        f"models = [json.load(urllib.request.urlopen(f'http://{{ip}}:{port}/v1/models'))['data'][0]['id']"
+        " for ip in ips]\n"
+        "print(json.dumps({'ips': ips, 'models': models}))"
+    )
+    done = pods[0].exec("python", "-c", probe)
+    assert done.returncode == 0, done.stderr
+    seen = json.loads(done.stdout)
+    assert seen == {"ips": sorted(p.ip for p in pods), "models": ["SmolLM2-135M-Instruct"] * 2}
+    run = watch_twin(box, "team-a", name, started, timeout=900)
+    FIGURES["gsm8k-cpu"] = {"first_step_s": run.first_step_s, "succeeded_s": run.done_s}
+    print(f"\ngsm8k-cpu twin: {run.rows}\nfigures: {FIGURES['gsm8k-cpu']}")
+    assert [p for p in run.phases() if p != "Pending"] == ["Provisioning", "Running", "Succeeded"], run.rows
+    # a disk push reached each replica every step (pause, reload, version, resume), and both served rollouts
+    steps = run.rows[-1].step
+    for pod in pods:
+        log = pod.log_path("vllm").read_text(errors="replace")
+        assert log.count('"POST /collective_rpc HTTP/1.1" 200') == steps, pod.name
+        assert log.count('"POST /update_weight_version HTTP/1.1" 200') == steps, pod.name
+        assert '"POST /v1/completions HTTP/1.1" 200' in log, pod.name
