@@ -14,7 +14,6 @@ import torch
 from tqdm import tqdm
 
 from nexrl_runtime import checkpoint as ckpt
-from nexrl_runtime.config.loader import ConfigError
 from nexrl_runtime.config.schema import NexRLConfig
 from nexrl_runtime.data.loader import DataLoader
 from nexrl_runtime.data.readers import load_items
@@ -67,11 +66,6 @@ class Controller:
             )
         if config.mode == "training-service":
             service_url(config)  # a missing URL is a config error, before any work
-            if config.checkpoint.every or config.resume.mode != "disable":
-                raise ConfigError(
-                    "checkpoint.every / resume.mode: run checkpoints are not supported in "
-                    "mode=training-service yet (the service holds the trainer state)"
-                )
         self.resume_from = ckpt.resolve_resume(config)  # a bad resume.path fails before any work
         self.cfg = config
         self.echo = echo
