@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from nexrl_runtime.trainer import GRPOTrainer
+from nexrl_runtime.trainer.dcp_checkpoint import load_model_weights
 from tests.integration.test_fsdp_ranks import torchrun
 from tests.support import fsdp_ckpt_worker as worker
 from tests.support.fsdp_worker import batch, model
@@ -71,3 +72,14 @@ def test_lr_moved(uninterrupted: dict) -> None:
     # the schedule really moves (so a scheduler not restored would show) and the reference is used
     first = plain(model(), worker.trainer_config())
     assert first.train_step(batch(0))["lr"] != uninterrupted["metrics"]["lr"]
+
+
+def test_export_reads_the_policy_of_a_sharded_checkpoint(saved: Path) -> None:
+    torch.set_num_threads(1)
+    exported = model(seed=5)
+    load_model_weights(exported, saved / "two")
+    resumed = plain(model(seed=9), worker.trainer_config())
+    resumed.load_checkpoint(saved / "two")
+    held, start = resumed.state_dict(), model(seed=5).state_dict()
+    assert all(torch.equal(exported.state_dict()[k], held[k]) for k in held)
+    assert any(not torch.equal(start[k], held[k]) for k in held)
