@@ -5,10 +5,14 @@ run state and RNG states), then its marker `COMPLETE` (the size of every file, w
 fsynced), then renamed into place. A folder without a valid marker, or with a file whose size
 differs from the marker's, is never loaded (`is_complete`). See docs/checkpoints.md.
 
-Files: `model.safetensors` + `optimizer.pt` (+ `ref_model.safetensors` when GRPO has a KL
-reference) from the trainer; `state.json` (step, policy version, weight-sync counters, data
-position, unfinished groups, python/numpy RNG, config hash, the step's metrics); `rng.pt` (torch
-CPU/CUDA and every inference engine's generator); `config.json` (the whole config, for export).
+Files: the trainer's part, `model.safetensors` + `optimizer.pt` (+ `ref_model.safetensors` when
+GRPO has a KL reference) from a single-rank trainer, or `dcp/` (torch.distributed.checkpoint, every
+rank its shards; the marker covers each of its files) + `trainer.pt` from a sharded one, either
+loadable on any rank count (trainer/dcp_checkpoint.py); in mode=training-service `trainer.json`
+naming the service's own checkpoint of that step. The driver's: `state.json` (step, policy
+version, weight-sync counters, data position, unfinished groups, python/numpy RNG, config hash,
+the step's metrics); `rng.pt` (torch CPU/CUDA and every inference engine's generator);
+`config.json` (the whole config, for export).
 
     nexrl export CHECKPOINT OUT_DIR   # an HF folder of the policy
 """
@@ -54,13 +58,13 @@ HASH_EXCLUDED: tuple[str, ...] = (
     "ray.ready_timeout_s",
     "inference.ready_timeout_s",
     "inference.refresh_s",
+    "ray.trainer_ranks",  # a checkpoint resumes on another rank count (the same run, float tolerance)
 )
 # Fields added after checkpoints already existed: left out of the hash while at these defaults,
 # so a checkpoint written before they existed stays resumable by a config that does not use them.
 HASH_LATER_DEFAULTS: dict[str, Any] = {
     "trainer.lr_schedule": {"kind": "constant", "warmup_steps": 0, "decay_steps": None, "min_lr_ratio": 0.0},
     "trainer.recompute_old_logprobs": False,
-    "ray.trainer_ranks": 1,
     "rollout.agent_config": "agent_workspace/agent_config.yaml",
 }
 
@@ -371,16 +375,15 @@ def resolve_resume(cfg: NexRLConfig) -> Path | None:
 def export_hf(checkpoint: str | os.PathLike[str], out: str | os.PathLike[str]) -> Path:
     """Write the checkpoint's policy as an HF folder (config, model.safetensors, tokenizer) that
     `model.kind: hf, model.path: OUT` (the repo's model factory) and vLLM load."""
-    from safetensors.torch import load_model
-
     from nexrl_runtime.models import build_policy
+    from nexrl_runtime.trainer.dcp_checkpoint import load_model_weights
 
     checkpoint, out = Path(checkpoint), Path(out)
     if not is_complete(checkpoint):
         raise ValueError(f"{checkpoint} is not a complete checkpoint")
     cfg = NexRLConfig.model_validate(json.loads((checkpoint / CONFIG).read_text()))
     model, tok = build_policy(cfg.model.model_copy(update={"device": "cpu"}))
-    load_model(model, str(checkpoint / "model.safetensors"))
+    load_model_weights(model, checkpoint)  # either trainer format
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)

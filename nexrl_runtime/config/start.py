@@ -41,16 +41,6 @@ def check_start(config: NexRLConfig) -> None:
     """What the local and Ray controllers refuse before building anything."""
     if config.mode == "training-service":
         service_url(config)
-        if config.checkpoint.every:
-            raise ConfigError(
-                f"checkpoint.every: {config.checkpoint.every}, but run checkpoints are not supported in "
-                "mode=training-service yet (the service holds the trainer state); set it to null"
-            )
-        if config.resume.mode != "disable":
-            raise ConfigError(
-                f"resume.mode: {config.resume.mode!r}, but mode=training-service cannot resume yet "
-                "(the service holds the trainer state); valid there: 'disable'"
-            )
     make_folder(config.output_dir, "output_dir")
     if config.checkpoint.every:
         make_folder(config.checkpoint_dir, "checkpoint.dir" if config.checkpoint.dir else "output_dir")

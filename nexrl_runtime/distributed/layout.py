@@ -65,11 +65,6 @@ def check_trainer_ranks(config: NexRLConfig) -> None:
             f"ray.trainer_failure: restart-from-checkpoint replaces one trainer actor, not a group of "
             f"{ranks} ranks; use 'fail' (or one rank)"
         )
-    if config.checkpoint.every or config.resume.mode != "disable":
-        raise ConfigError(
-            f"checkpoint.every / resume.mode: run checkpoints of a trainer of {ranks} ranks (sharded "
-            "state) are not supported yet; use one rank"
-        )
 
 
 def role_request(config: NexRLConfig, role: str) -> RayRole:

@@ -184,9 +184,14 @@ class Trainer(TrainLoop):
         return self.global_step
 
     def load_checkpoint(self, folder: str | os.PathLike[str]) -> int:
-        """Restore what `save_checkpoint` wrote; returns the step it holds."""
+        """Restore what `save_checkpoint` wrote, or a sharded trainer's `dcp/` folder of any rank
+        count (trainer/dcp_checkpoint.py); returns the step it holds."""
         from safetensors.torch import load_model
 
+        from nexrl_runtime.trainer import dcp_checkpoint
+
+        if dcp_checkpoint.is_sharded_checkpoint(folder):
+            return dcp_checkpoint.load_sharded(self, folder)
         folder = os.fspath(folder)
         load_model(self.model, os.path.join(folder, "model.safetensors"), device=str(self.device))
         ref = getattr(self, "ref_model", None)

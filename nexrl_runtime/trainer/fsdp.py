@@ -352,6 +352,22 @@ class ShardedTrainer(Trainer):
         self.global_step = int(rest["global_step"])
 
 
+    def save_checkpoint(self, folder: str | os.PathLike[str]) -> int:
+        """The trainer's part of a run checkpoint in DCP format (`dcp/` + `trainer.pt`), every rank
+        writing its own shards; loadable on any rank count (trainer/dcp_checkpoint.py). Collective."""
+        from nexrl_runtime.trainer import dcp_checkpoint
+
+        return dcp_checkpoint.save_sharded(self, folder)
+
+    def load_checkpoint(self, folder: str | os.PathLike[str]) -> int:
+        """Restore a run checkpoint's trainer part, sharded (any rank count) or single-rank. Collective."""
+        from nexrl_runtime.trainer import dcp_checkpoint
+
+        if dcp_checkpoint.is_sharded_checkpoint(folder):
+            return dcp_checkpoint.load_sharded(self, folder)
+        return dcp_checkpoint.load_single_into_sharded(self, folder)
+
+
 _CLASSES: dict[type[Trainer], type[ShardedTrainer]] = {}
 
 

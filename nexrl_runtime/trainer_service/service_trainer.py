@@ -11,6 +11,7 @@ same batch. Per-token metrics other than loss/pg_loss/clip_frac then cover the s
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -33,6 +34,8 @@ from nexrl_runtime.trainer_service.api import (
 )
 from nexrl_runtime.trainer_service.client import TrainerClient
 from nexrl_runtime.types import Batch
+
+SERVICE_RECORD = "trainer.json"  # in a run checkpoint: which service checkpoint holds the trainer
 
 
 def kept_rows(data: TensorBatch, drop_zero_advantage: bool) -> list[int]:
@@ -137,6 +140,42 @@ class TrainingServiceTrainer(TrainLoop):
 
     def load(self, name: str | os.PathLike[str]) -> None:
         self.client.load_checkpoint(os.fspath(name))
+
+    def save_checkpoint(self, folder: str | os.PathLike[str]) -> int:
+        """The trainer part of a run checkpoint: the service saves its model, optimizer, lr schedule
+        and step in its own storage (`<service root>/checkpoints/run-global_step_N.pt`), and
+        `folder/trainer.json` names it. Returns the step it holds."""
+        name = f"run-global_step_{self.global_step}"
+        saved = self.client.save_checkpoint(name)
+        if saved.step != self.global_step:
+            raise RuntimeError(
+                f"the training service holds {saved.step} updates, this run {self.global_step}"
+            )
+        record = {"service_checkpoint": name, "path": saved.path, "step": saved.step,
+                  "dropped_zero_adv": self.dropped_zero_adv, "service": self.client.base_url}
+        with open(os.path.join(os.fspath(folder), SERVICE_RECORD), "w", encoding="utf-8") as f:
+            json.dump(record, f, indent=1, sort_keys=True)
+        return self.global_step
+
+    def load_checkpoint(self, folder: str | os.PathLike[str]) -> int:
+        """Restore the service's checkpoint that `folder/trainer.json` names; returns its step."""
+        file = os.path.join(os.fspath(folder), SERVICE_RECORD)
+        if not os.path.exists(file):
+            raise FileNotFoundError(
+                f"{folder} has no {SERVICE_RECORD}: it was not written in mode=training-service"
+            )
+        with open(file, encoding="utf-8") as f:
+            record = json.load(f)
+        try:
+            loaded = self.client.load_checkpoint(record["service_checkpoint"])
+        except Exception as err:
+            raise RuntimeError(
+                f"{file}: the training service at {self.client.base_url} cannot load its checkpoint "
+                f"{record['service_checkpoint']!r} ({record['path']}): {err}"
+            ) from err
+        self.global_step = loaded.step
+        self.dropped_zero_adv = int(record.get("dropped_zero_adv", 0))
+        return self.global_step
 
     def close(self) -> None:
         self.client.close()

@@ -223,13 +223,6 @@ def _runtime_shape(spec: NexRLJobSpec, name: str) -> Iterator[FieldError]:
             "with no inference.base_urls: set spec.inference.replicas >= 1 (the operator then runs the "
             "servers), or inference.engine=local (in-process generation)",
         )
-    if spec.mode == "training-service":
-        for key, off in (("checkpoint.every", None), ("resume.mode", "disable")):
-            known, value = found.setting(key)
-            if known and value != off:
-                yield found.problem(key, value, f"{value!r}, but mode=training-service does not support "
-                                    f"run checkpoints yet (the service holds the trainer state); set it to "
-                                    f"{'null' if off is None else repr(off)}")
 
 
 def _config_problem(config: dict[str, Any], path: Path, loc: tuple[Any, ...], kind: str, message: str,

@@ -1,14 +1,18 @@
 """Trainer ranks on Ray: `ray.trainer_ranks=2` makes two trainer actors, one FSDP2 rank each (gloo
 on CPU), that rendezvous at rank 0's node and train every batch together. Against one rank on the
-same batches, losses and pushed weights agree within float tolerance."""
+same batches, losses and pushed weights agree within float tolerance; a 2-rank run checkpoint
+resumes on 2 ranks or 1."""
 
 from __future__ import annotations
 
+import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
+from nexrl_runtime import checkpoint as ckpt
 from nexrl_runtime.config import ConfigError, load_config
 from nexrl_runtime.distributed.weights import unpack
 from tests.distributed.conftest import ray_config
@@ -26,8 +30,8 @@ COMMON = ["total_steps=4", "rollout.num_workers=1", "trainer.grpo.entropy_coef=0
 LOSS_RTOL = 1e-5
 
 
-def run(tmp_path: Path, ranks: int) -> tuple[RayController, list[dict]]:
-    ctrl = RayController(ray_config(tmp_path, [*SMALL, *COMMON, f"ray.trainer_ranks={ranks}"]), echo=None)
+def run(tmp_path: Path, ranks: int, args: list[str] = COMMON) -> tuple[RayController, list[dict]]:
+    ctrl = RayController(ray_config(tmp_path, [*SMALL, *args, f"ray.trainer_ranks={ranks}"]), echo=None)
     hosts = ctrl._runtime.role_hosts("trainer")
     real_run = ctrl._build_trainer
 
@@ -53,15 +57,44 @@ def test_two_trainer_ranks_train_as_one(tmp_path: Path) -> None:
     assert [r["policy_version"] for r in two] == [1, 2, 3, 4]
 
 
-@pytest.mark.parametrize(("overrides", "said"), [
-    (["ray.trainer_failure=restart-from-checkpoint"], "ray.trainer_failure: restart-from-checkpoint"),
-    (["checkpoint.every=2"], "checkpoint.every / resume.mode: run checkpoints of a trainer of 2 ranks"),
-])
-def test_what_several_ranks_cannot_do_yet_is_refused_before_any_actor(
-    tmp_path: Path, overrides: list[str], said: str
+def test_what_several_ranks_cannot_do_yet_is_refused_before_any_actor(tmp_path: Path) -> None:
+    overrides = [*SMALL, "ray.trainer_ranks=2", "ray.trainer_failure=restart-from-checkpoint"]
+    with pytest.raises(ConfigError, match=r"ray.trainer_failure: restart-from-checkpoint"):
+        RayController(ray_config(tmp_path, overrides), echo=None)
+
+
+CKPT_ARGS = [*COMMON, "checkpoint.every=2"]
+
+
+@pytest.fixture(scope="module")
+def stopped_at_two(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[dict]]:
+    """An uninterrupted 2-rank run of 4 steps, and a 2-rank run stopped at step 2 (its checkpoint)."""
+    root = tmp_path_factory.mktemp("ranks-ckpt")
+    _, reference = run(root / "ref", 2, CKPT_ARGS)
+    cfg = ray_config(root / "run", [*SMALL, *CKPT_ARGS, "ray.trainer_ranks=2", "total_steps=2"])
+    RayController(cfg, echo=None).run()
+    return root / "run", reference
+
+
+@pytest.mark.parametrize("resume_ranks", [2, 1])
+def test_two_rank_run_checkpoint_resumes_on_two_or_one_rank(
+    tmp_path: Path, stopped_at_two: tuple[Path, list[dict]], resume_ranks: int
 ) -> None:
-    with pytest.raises(ConfigError, match=said):
-        RayController(ray_config(tmp_path, [*SMALL, "ray.trainer_ranks=2", *overrides]), echo=None)
+    """2 ranks stop at step 2 (a DCP checkpoint, each rank its shards); resumed with `auto` on
+    `resume_ranks` ranks, the run continues one series equal to the uninterrupted 2-rank run."""
+    stopped, reference = stopped_at_two
+    out = tmp_path / "run"
+    shutil.copytree(stopped, out)
+    saved = out / "checkpoints" / "global_step_2"
+    assert ckpt.is_complete(saved) and {"dcp", "trainer.pt", "rng.pt"} <= {p.name for p in saved.iterdir()}
+    assert "dcp/.metadata" in ckpt.read_marker(saved)["files"]
+    run(out, resume_ranks, [*CKPT_ARGS, "resume.mode=auto"])
+    lines = (out / "metrics.jsonl").read_text().splitlines()
+    rows = [r for r in map(json.loads, lines) if r["phase"] == "rl" and r["step"] > 0]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4] and [r["policy_version"] for r in rows] == [1, 2, 3, 4]
+    for a, b in zip(reference, rows, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=LOSS_RTOL, abs=1e-7), (a["step"], a, b)
+        assert b["reward_mean"] == a["reward_mean"]
 
 
 def test_two_ranks_push_the_gathered_weights_to_every_replica_bitwise(

@@ -111,13 +111,9 @@ def test_no_replicas_for_an_http_engine_is_refused():
     assert problems(config=urls, inference={"replicas": 0}) == []  # servers of the user's own
 
 
-def test_training_service_refuses_run_checkpoints_at_validation():
+def test_training_service_takes_run_checkpoints_and_needs_trainer_nodes():
     ts = {"mode": "training-service", "storage": SHARED}
-    (problem,) = problems(**ts, overrides=["checkpoint.every=5"])
-    assert problem == ("spec.overrides[0]: checkpoint.every: 5, but mode=training-service does not support "
-                       "run checkpoints yet (the service holds the trainer state); set it to null")
-    (problem,) = problems(**ts, config={**RECIPE, "resume": {"mode": "auto"}})
-    assert problem.startswith("spec.config.resume.mode: 'auto', but mode=training-service")
-    assert problems(**ts, config=RECIPE) == []
+    assert problems(**ts, overrides=["checkpoint.every=5"]) == []  # the service saves its part
+    assert problems(**ts, config={**RECIPE, "resume": {"mode": "auto"}}) == []
     (problem,) = problems(mode="training-service", storage=SHARED, trainer={"nodes": 0})
     assert problem == "spec.trainer.nodes: training-service mode needs 1 trainer node (got 0)"
