@@ -168,6 +168,20 @@ def test_weight_push_changes_outputs_and_restoring_brings_them_back(
     )
 
 
+def restore_weights(server: VLLMServer, model: PreTrainedModel, tmp_path: Path) -> None:
+    """Push the original weights back, so the module's server serves them to the next test."""
+    restore = DiskWeightPusher([server.base_url], tmp_path / "restore")
+    try:
+        restore.push(model.state_dict(), 0)
+    finally:
+        restore.close()
+
+
+def rl_rows(run_dir: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in rows if r["phase"] == "rl" and r["step"] > 0]
+
+
 def test_recipe_runs_grpo_steps_through_vllm(server: VLLMServer, policy, model_dir: Path, tmp_path) -> None:
     model, tok = policy
     overrides = [
@@ -178,8 +192,7 @@ def test_recipe_runs_grpo_steps_through_vllm(server: VLLMServer, policy, model_d
     controller = Controller(load_config(RECIPE, overrides), echo=None)
     try:
         summary = controller.run()
-        rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-        rl = [r for r in rows if r["phase"] == "rl" and r["step"] > 0]
+        rl = rl_rows(tmp_path)
         assert summary.steps == 3 and [r["step"] for r in rl] == [1, 2, 3]
         assert [r["policy_version"] for r in rl] == [1, 2, 3] and summary.stats["weight_pushes"] == 3
         assert all(r["sync_seconds"] > 0 for r in rl)
@@ -199,11 +212,7 @@ def test_recipe_runs_grpo_steps_through_vllm(server: VLLMServer, policy, model_d
         trained_gap, original_gap = gaps(controller.model.eval(), sampled).max(), gaps(model, sampled).max()
         assert trained_gap < LOGPROB_TOL < original_gap
     finally:
-        restore = DiskWeightPusher([server.base_url], tmp_path / "restore")
-        try:
-            restore.push(model.state_dict(), 0)
-        finally:
-            restore.close()
+        restore_weights(server, model, tmp_path)
 
 
 AGENT_RECIPE = RECIPE.parents[1] / "calculator_agent" / "smollm2_vllm.yaml"
@@ -223,14 +232,9 @@ def test_agent_recipe_runs_hermes_conversations_through_vllm(
     controller = Controller(load_config(AGENT_RECIPE, overrides), echo=None)
     try:
         summary = controller.run()
-        rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-        rl = [r for r in rows if r["phase"] == "rl" and r["step"] > 0]
+        rl = rl_rows(tmp_path)
         assert summary.steps == 2 and [r["policy_version"] for r in rl] == [1, 2]
         assert all("eval/used_tool" in r for r in rl)  # the agent evaluator's metrics reach metrics.jsonl
         print("\nagent rewards, tool use per step:", [(r["reward_mean"], r["eval/used_tool"]) for r in rl])
     finally:
-        restore = DiskWeightPusher([server.base_url], tmp_path / "restore")
-        try:
-            restore.push(model.state_dict(), 0)
-        finally:
-            restore.close()
+        restore_weights(server, model, tmp_path)
