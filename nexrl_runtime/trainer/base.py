@@ -188,10 +188,10 @@ class Trainer(TrainLoop):
         count (trainer/dcp_checkpoint.py); returns the step it holds."""
         from safetensors.torch import load_model
 
-        from nexrl_runtime.trainer import dcp_checkpoint
+        from nexrl_runtime.trainer.dcp_checkpoint import is_sharded_checkpoint, load_sharded
 
-        if dcp_checkpoint.is_sharded_checkpoint(folder):
-            return dcp_checkpoint.load_sharded(self, folder)
+        if is_sharded_checkpoint(folder):
+            return load_sharded(self, folder)
         folder = os.fspath(folder)
         load_model(self.model, os.path.join(folder, "model.safetensors"), device=str(self.device))
         ref = getattr(self, "ref_model", None)

@@ -15,7 +15,15 @@ from nexrl_runtime.trainer.loop import with_old_logprobs
 from nexrl_runtime.types import Batch
 from tests.unit.test_trainers import PAD, make_batch, tiny_model
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread in each test (not at import: other tests of the session change it), so
+    batched and one-at-a-time forwards reduce in the same order."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def perturbed(batch: Batch, scale: float = 0.5, seed: int = 3) -> Batch:
