@@ -15,9 +15,20 @@ import pathlib
 import shlex
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Mapping, Sequence
 
+
+def _under_tmp(paths: list[pathlib.Path]) -> list[pathlib.Path]:
+    """The outermost of `paths` that live under /tmp (nested ones come with them)."""
+    tmp = [p for p in paths if p.is_relative_to("/tmp") and p != pathlib.Path("/tmp")]
+    return sorted({p for p in tmp if not any(p != q and p.is_relative_to(q) for q in tmp)})
+
+
+HOST_TMP_KEEP = _under_tmp([pathlib.Path(__file__).resolve().parents[2], pathlib.Path(sys.prefix).resolve()])
+"""this checkout and the venv, when they live under /tmp, which each pod mounts privately"""
+HOLD = "/run/nexrl-box-host-tmp"
 
 def sh(*args: str) -> str:
     """Run a command; a failure raises with its stderr."""
@@ -137,9 +148,14 @@ def container_script(
         lines.append(f"mount --bind {shlex.quote(str(mount.source))} {shlex.quote(mount.target)}")
         if mount.read_only:
             lines.append(f"mount -o remount,bind,ro {shlex.quote(mount.target)}")
+    lines += ["mount -t tmpfs -o size=2g tmpfs /dev/shm"]
+    if HOST_TMP_KEEP:  # a checkout (and its venv) under /tmp stays visible under the private /tmp
+        lines += [f"mkdir -p {HOLD}", f"mount --bind /tmp {HOLD}"]
+    lines += ["mount -t tmpfs tmpfs /tmp"]
+    for keep in HOST_TMP_KEEP:
+        rel = shlex.quote(str(keep.relative_to("/tmp")))
+        lines += [f"mkdir -p {shlex.quote(str(keep))}", f"mount --bind {HOLD}/{rel} {shlex.quote(str(keep))}"]
     lines += [
-        "mount -t tmpfs -o size=2g tmpfs /dev/shm",
-        "mount -t tmpfs tmpfs /tmp",
         f"hostname {shlex.quote(hostname)}",
         f"cd {shlex.quote(workdir)}",
     ]
