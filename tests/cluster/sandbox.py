@@ -135,6 +135,8 @@ def container_script(
     (or files) and recorded in `made`, so that the box removes them afterwards. The bind mounts come
     first, private /tmp and /dev/shm last (the sources may live under /tmp)."""
     lines = ["set -e", "mount --make-rprivate /"]
+    if HOST_TMP_KEEP:  # the host's /tmp, held before any volume is mounted over it
+        lines += [f"mkdir -p {HOLD}", f"mount --bind /tmp {HOLD}"]
     for mount in mounts:
         target = pathlib.Path(mount.target)
         if not target.exists():
@@ -148,10 +150,7 @@ def container_script(
         lines.append(f"mount --bind {shlex.quote(str(mount.source))} {shlex.quote(mount.target)}")
         if mount.read_only:
             lines.append(f"mount -o remount,bind,ro {shlex.quote(mount.target)}")
-    lines += ["mount -t tmpfs -o size=2g tmpfs /dev/shm"]
-    if HOST_TMP_KEEP:  # a checkout (and its venv) under /tmp stays visible under the private /tmp
-        lines += [f"mkdir -p {HOLD}", f"mount --bind /tmp {HOLD}"]
-    lines += ["mount -t tmpfs tmpfs /tmp"]
+    lines += ["mount -t tmpfs -o size=2g tmpfs /dev/shm", "mount -t tmpfs tmpfs /tmp"]
     for keep in HOST_TMP_KEEP:
         rel = shlex.quote(str(keep.relative_to("/tmp")))
         lines += [f"mkdir -p {shlex.quote(str(keep))}", f"mount --bind {HOLD}/{rel} {shlex.quote(str(keep))}"]
