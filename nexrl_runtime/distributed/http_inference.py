@@ -14,7 +14,6 @@ import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
-import httpx
 import torch
 
 from nexrl_runtime.config.errors import ConfigError
@@ -30,14 +29,7 @@ from nexrl_runtime.inference.vllm_server import VLLMServer
 log = logging.getLogger(__name__)
 
 
-def world_size(url: str, timeout_s: float = 10.0) -> int:
-    """The GPUs one replica spans (tensor x pipeline parallel), from vLLM dev mode's route."""
-    resp = httpx.get(f"{url}/get_world_size", params={"include_dp": "false"}, timeout=timeout_s)
-    resp.raise_for_status()
-    return int(resp.json()["world_size"])
-
-
-def check_replicas(config: NexRLConfig, found: list[str]) -> None:
+def check_replicas(config: NexRLConfig, keeper: ReplicaKeeper, found: list[str]) -> None:
     """The replica and GPU counts the operator wrote (`cluster.inference`) against what answers."""
     want = config.cluster.inference
     if want.replicas and len(found) != want.replicas:
@@ -46,7 +38,7 @@ def check_replicas(config: NexRLConfig, found: list[str]) -> None:
             f"{len(found)} answer behind {config.cluster.inference.base_urls}: {found}"
         )
     if want.gpus_per_replica:
-        sizes = {url: world_size(url) for url in found}
+        sizes = {url: keeper.world_size(url) for url in found}
         wrong = {url: n for url, n in sizes.items() if n != want.gpus_per_replica}
         if wrong:
             raise ConfigError(
@@ -172,7 +164,7 @@ def open_route(config: NexRLConfig) -> ReplicaRoute:
         try:
             expected = inf.replicas if servers else config.cluster.inference.replicas
             found = keeper.wait_for(expected, inf.ready_timeout_s)
-            check_replicas(config, found)
+            check_replicas(config, keeper, found)
             pusher = weight_pusher(inf, found, Path(config.output_dir))
         except BaseException:
             keeper.close()

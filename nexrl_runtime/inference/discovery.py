@@ -119,6 +119,12 @@ class ReplicaKeeper:
             return None
         return str(resp.json().get("weight_version"))
 
+    def world_size(self, url: str) -> int:
+        """The GPUs one replica spans (tensor x pipeline parallel), from vLLM dev mode's route."""
+        resp = self.http.get(f"{url}/get_world_size", params={"include_dp": "false"})
+        resp.raise_for_status()
+        return int(resp.json()["world_size"])
+
     # -- rounds -----------------------------------------------------------------------------------
     def probe(self) -> list[str]:
         """Re-resolve and return the replicas that answer /health now."""
