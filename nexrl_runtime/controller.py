@@ -101,7 +101,7 @@ class Controller:
         v = config.validation
         rows = load_items(Path(base) / v.path, limit=v.limit, field="validation.path") if v.path else []
         self.val_items = held_out_items(rows, config.data.prompt_key)
-        sinks: list = list(status_sinks(config.cluster))
+        sinks: list = list(status_sinks(config.cluster, interval_s=config.logging.status_every_s))
         sinks += backend_sinks(config)
         self.prometheus = None
         if config.logging.metrics_port is not None:  # last: a port in use fails before any work

@@ -131,15 +131,15 @@ class StatusReporter:
                     response.text[:200])
 
 
-def status_sinks(cluster: ClusterConfig, sa_dir: Path = SA_DIR,
-                 environ: Mapping[str, str] = os.environ) -> list[StatusReporter]:
+def status_sinks(cluster: ClusterConfig, sa_dir: Path = SA_DIR, environ: Mapping[str, str] = os.environ,
+                 interval_s: float = 10.0) -> list[StatusReporter]:
     """A reporter when running in a pod for a job the cluster section names, else none."""
     access = ApiAccess.in_cluster(sa_dir, environ)
     namespace = cluster.namespace or (access.namespace if access else None)
     if access is None or not cluster.job_name or not namespace:
         return []
     try:
-        reporter = StatusReporter(access, namespace, cluster.job_name)
+        reporter = StatusReporter(access, namespace, cluster.job_name, interval_s=interval_s)
     except (ssl.SSLError, OSError) as err:  # an unreadable ca.crt: run without progress reports
         log.warning("no progress reports on the NexRLJob: cannot use %s: %s", access.ca_file, err)
         return []

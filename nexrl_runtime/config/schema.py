@@ -249,6 +249,9 @@ class LoggingConfig(Strict):
         None, ge=0, le=65535, description="serve Prometheus /metrics on this port (0: a free one); null: off"
     )
     metrics_host: str = "0.0.0.0"
+    status_every_s: float = Field(
+        10.0, ge=0.0, description="in a job's pod: patch the NexRLJob's step/reward at most this often"
+    )
     backends: list[Literal["jsonl", "tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=lambda: ["jsonl"],
         description="where step metrics go; metrics.jsonl is always written (resume and curves read it)",

@@ -15,7 +15,8 @@ TWINS = {
 }
 SIZES = ("total_steps", "batch_size", "rollout_repeat_n", "max_sequence_length", "max_new_tokens",
          "mini_batch_size", "micro_batch_size", "limit", "resources", "gpusPerReplica", "gpusPerNode",
-         "--max-model-len", "--gpu-memory-utilization")
+         "--max-model-len", "--gpu-memory-utilization",
+         "status_every_s")  # a 4-step twin reports every step, or kubectl sees only its last
 MODEL = ("model", "name", "metadata", "args")  # the model, and names that follow it
 
 

@@ -4,7 +4,11 @@ until it ends; what the user saw, with the time of each change (for the test and
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
+import queue
+import subprocess
+import threading
 import time
 
 from box import Box
@@ -58,25 +62,52 @@ def apply_twin(box: Box, manifest: pathlib.Path) -> float:
 
 
 def watch_twin(box: Box, namespace: str, name: str, started: float, timeout: float = 480) -> Run:
-    """Watch `kubectl get nexrljobs` until the job is Succeeded or Failed (rows timed from `started`)."""
+    """`kubectl get nexrljobs -w` until the job is Succeeded or Failed: every change the API server
+    streams is a row (timed from `started`), so no step is missed between polls."""
+    kubectl = box.kubectl
+    proc = subprocess.Popen(kubectl.command("get", "nexrljobs", "-n", namespace, name, "-w"),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "KUBECONFIG": str(kubectl.kubeconfig)})
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=read, name="kubectl-watch", daemon=True).start()
     rows: list[Row] = []
-    while time.monotonic() - started < timeout:
-        out = box.kubectl("get", "nexrljobs", "-n", namespace, name).stdout.splitlines()
-        cells = parse_row(out[0], out[1])
-        row = Row(
-            round(time.monotonic() - started, 1),
-            cells.get("PHASE", ""),
-            int(cells["STEP"]) if cells.get("STEP") else None,
-            float(cells["REWARD"]) if cells.get("REWARD") else None,
-        )
-        if not rows or (row.phase, row.step, row.reward) != (rows[-1].phase, rows[-1].step, rows[-1].reward):
-            rows.append(row)
-        if row.phase in DONE:
-            return Run(rows)
-        if box.errors:
-            raise AssertionError(f"the box failed: {box.errors[-1]}")
-        time.sleep(0.5)  # a poll interval, not a wait for something: the loop ends on a condition
-    raise AssertionError(f"{namespace}/{name} did not finish in {timeout}s; seen: {rows}")
+    header: str | None = None
+    try:
+        while (left := timeout - (time.monotonic() - started)) > 0:
+            if box.errors:
+                raise AssertionError(f"the box failed: {box.errors[-1]}")
+            try:
+                line = lines.get(timeout=min(left, 5.0))
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"kubectl get -w ended ({proc.wait()}): {proc.stderr.read()}")
+            if header is None:
+                header = line
+                continue
+            cells = parse_row(header, line)
+            row = Row(
+                round(time.monotonic() - started, 1),
+                cells.get("PHASE", ""),
+                int(cells["STEP"]) if cells.get("STEP") else None,
+                float(cells["REWARD"]) if cells.get("REWARD") else None,
+            )
+            seen = (row.phase, row.step, row.reward)
+            if not rows or seen != (rows[-1].phase, rows[-1].step, rows[-1].reward):
+                rows.append(row)
+            if row.phase in DONE:
+                return Run(rows)
+        raise AssertionError(f"{namespace}/{name} did not finish in {timeout}s; seen: {rows}")
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 def run_twin(box: Box, manifest: pathlib.Path, namespace: str, name: str, timeout: float = 480) -> Run:

@@ -222,7 +222,8 @@ def test_status_sinks_only_in_a_pod_for_a_named_job(tmp_path: Path) -> None:
     (reporter,) = status_sinks(ClusterConfig(job_name="run"), sa, env)
     assert reporter.path == status_path("from-sa", "run")
     reporter.close()
-    (reporter,) = status_sinks(ClusterConfig(namespace="ns", job_name="run"), sa, env)
+    (reporter,) = status_sinks(ClusterConfig(namespace="ns", job_name="run"), sa, env, interval_s=0.5)
+    assert reporter.interval_s == 0.5
     assert reporter.path == status_path("ns", "run")
     reporter.close()
 
