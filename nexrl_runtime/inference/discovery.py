@@ -97,6 +97,7 @@ class ReplicaKeeper:
         self.healthy: list[str] = []
         self.serving: list[str] = []
         self.caught_up = 0
+        self.silent = 0  # /weight_info probes that got no answer in time
         self.error: BaseException | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,11 +114,17 @@ class ReplicaKeeper:
         return resp is not None and resp.status_code == 200
 
     def label(self, url: str) -> str | None:
-        """The weight version `url` reports (vLLM dev mode's /weight_info), None if it does not say."""
-        resp = self._get(url, "/weight_info")
-        if resp is None or resp.status_code != 200:
+        """The weight version `url` reports (vLLM dev mode's /weight_info), None if it does not say
+        or does not answer."""
+        try:
+            return self._label(url)
+        except httpx.TransportError:
             return None
-        return str(resp.json().get("weight_version"))
+
+    def _label(self, url: str) -> str | None:
+        """As `label`, but a replica that does not answer in time raises (httpx.TransportError)."""
+        resp = self.http.get(f"{url}/weight_info")
+        return str(resp.json().get("weight_version")) if resp.status_code == 200 else None
 
     def world_size(self, url: str) -> int:
         """The GPUs one replica spans (tensor x pipeline parallel), from vLLM dev mode's route."""
@@ -138,7 +145,16 @@ class ReplicaKeeper:
         with self.lock:
             serving = []
             for url in self.probe():
-                if is_current(self.label(url), self.version, self.pushed):  # a restart reports another
+                try:
+                    label = self._label(url)
+                except httpx.TransportError:
+                    # healthy but too busy to say (a vLLM on a loaded CPU): not a restart, which would
+                    # have failed /health since the last round; it keeps the standing it had
+                    self.silent += 1
+                    if url in self.serving:
+                        serving.append(url)
+                    continue
+                if is_current(label, self.version, self.pushed):  # a restart reports another
                     serving.append(url)
                     continue
                 if self.catch_up is None:

