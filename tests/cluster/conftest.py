@@ -10,8 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from box import Box
-
-CHART_VALUES = {"runtime": {"namespaces": ["team-a", "team-b"]}}
+from twins import CHART_VALUES
 
 
 @pytest.fixture(scope="module")

@@ -30,6 +30,7 @@ HOST_TMP_KEEP = _under_tmp([pathlib.Path(__file__).resolve().parents[2], pathlib
 """this checkout and the venv, when they live under /tmp, which each pod mounts privately"""
 HOLD = "/run/nexrl-box-host-tmp"
 
+
 def sh(*args: str) -> str:
     """Run a command; a failure raises with its stderr."""
     done = subprocess.run(args, capture_output=True, text=True, timeout=30)

@@ -8,12 +8,21 @@ from __future__ import annotations
 
 import json
 import pathlib
+from typing import Any
 
 import pytest
 import yaml
 from box import REPO, Box
 from harness import wait_for
-from twins import apply_twin, run_twin, watch_twin
+from twins import (
+    apply_twin,
+    deleted_on_failure,
+    prepare_claim,
+    run_twin,
+    run_twin_keeping_pods,
+    seed_claim,
+    watch_twin,
+)
 
 pytestmark = pytest.mark.cluster
 FIGURES: dict[str, dict[str, float | None]] = {}
@@ -154,38 +163,6 @@ def test_arithmetic_cpu_twin_runs_to_succeeded(box: Box) -> None:
 
 
 GSM8K_TWIN = REPO / "examples" / "cpu" / "nexrljob-gsm8k-cpu.yaml"
-GSM8K_ROWS = [
-    {
-        "prompt": f"<|im_start|>user\nWhat is {a} + {b}? Put the answer in \\boxed{{}}.<|im_end|>\n"
-        "<|im_start|>assistant\n",
-        "answer": str(a + b),
-    }
-    for a, b in ((2, 3), (10, 7), (4, 4), (6, 9))
-]
-
-
-def prepare_claim(box: Box, namespace: str, claim: str) -> None:
-    """The existing claim of the GSM8K twin: its PVC object, the converted model and GSM8K-shaped data
-    in the folder the box mounts for it."""
-    from nexrl_runtime.models.convert import convert
-
-    folder = box.workdir / "pvc" / namespace / claim
-    (folder / "models").mkdir(parents=True, exist_ok=True)
-    link = folder / "models" / "SmolLM2-135M-Instruct"
-    if not link.exists():
-        link.symlink_to(convert())  # cached after the first conversion; the pods see the host's files
-    (folder / "gsm8k").mkdir(exist_ok=True)
-    for split in ("train", "test"):
-        (folder / "gsm8k" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in GSM8K_ROWS))
-    pvc = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": claim, "namespace": namespace},
-        "spec": {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}},
-    }
-    path = box.workdir / f"pvc-{claim}.yaml"
-    path.write_text(yaml.safe_dump(pvc))
-    box.kubectl("apply", "-f", str(path))
 
 
 def test_gsm8k_cpu_twin_runs_with_two_vllm_replicas(box: Box) -> None:
@@ -195,39 +172,113 @@ def test_gsm8k_cpu_twin_runs_with_two_vllm_replicas(box: Box) -> None:
     prepare_claim(box, "team-a", "nexrl-shared")
     twin = yaml.safe_load(GSM8K_TWIN.read_text())
     name = twin["metadata"]["name"]
-    started = apply_twin(box, GSM8K_TWIN)
-    deployment = f"{name}-inference"
+    with deleted_on_failure(box, "team-a", name):
+        started = apply_twin(box, GSM8K_TWIN)
+        deployment = f"{name}-inference"
 
-    def ready() -> int:
-        out = box.kubectl("get", "deploy", "-n", "team-a", deployment, "-o", "json", check=False).stdout
-        return int(json.loads(out).get("status", {}).get("readyReplicas", 0)) if out else 0
+        def ready() -> int:
+            out = box.kubectl("get", "deploy", "-n", "team-a", deployment, "-o", "json", check=False).stdout
+            return int(json.loads(out).get("status", {}).get("readyReplicas", 0)) if out else 0
 
-    wait_for(lambda: ready() == 2 or box.errors, 600, interval=1, what="2 ready vLLM replicas")
-    assert not box.errors, box.errors
-    pods = box.workloads.pods[("Deployment", "team-a", deployment)]
-    (container,) = pods[0].spec["containers"]
-    assert container["command"][:2] == ["vllm", "serve"]
-    port = container["ports"][0]["containerPort"]
-    probe = (
-        "import json, socket, urllib.request\n"
-        f"name = '{deployment}.team-a.svc.cluster.local'\n"
-        f"ips = sorted({{a[4][0] for a in socket.getaddrinfo(name, {port}, type=socket.SOCK_STREAM)}})\n"
-        f"models = [json.load(urllib.request.urlopen(f'http://{{ip}}:{port}/v1/models'))['data'][0]['id']"
-        " for ip in ips]\n"
-        "print(json.dumps({'ips': ips, 'models': models}))"
-    )
-    done = pods[0].exec("python", "-c", probe)
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout)
-    assert seen == {"ips": sorted(p.ip for p in pods), "models": ["SmolLM2-135M-Instruct"] * 2}
-    run = watch_twin(box, "team-a", name, started, timeout=900)
-    FIGURES["gsm8k-cpu"] = {"first_step_s": run.first_step_s, "succeeded_s": run.done_s}
-    print(f"\ngsm8k-cpu twin: {run.rows}\nfigures: {FIGURES['gsm8k-cpu']}")
-    assert [p for p in run.phases() if p != "Pending"] == ["Provisioning", "Running", "Succeeded"], run.rows
-    # a disk push reached each replica every step (pause, reload, version, resume), and both served rollouts
-    steps = run.rows[-1].step
+        wait_for(lambda: ready() == 2 or box.errors, 600, interval=1, what="2 ready vLLM replicas")
+        assert not box.errors, box.errors
+        pods = box.workloads.pods[("Deployment", "team-a", deployment)]
+        (container,) = pods[0].spec["containers"]
+        assert container["command"][:2] == ["vllm", "serve"]
+        port = container["ports"][0]["containerPort"]
+        probe = (
+            "import json, socket, urllib.request\n"
+            f"name = '{deployment}.team-a.svc.cluster.local'\n"
+            f"ips = sorted({{a[4][0] for a in socket.getaddrinfo(name, {port}, type=socket.SOCK_STREAM)}})\n"
+            f"models = [json.load(urllib.request.urlopen(f'http://{{ip}}:{port}/v1/models'))['data'][0]['id']"
+            " for ip in ips]\n"
+            "print(json.dumps({'ips': ips, 'models': models}))"
+        )
+        done = pods[0].exec("python", "-c", probe)
+        assert done.returncode == 0, done.stderr
+        seen = json.loads(done.stdout)
+        assert seen == {"ips": sorted(p.ip for p in pods), "models": ["SmolLM2-135M-Instruct"] * 2}
+        run = watch_twin(box, "team-a", name, started, timeout=900)
+        FIGURES["gsm8k-cpu"] = {"first_step_s": run.first_step_s, "succeeded_s": run.done_s}
+        print(f"\ngsm8k-cpu twin: {run.rows}\nfigures: {FIGURES['gsm8k-cpu']}")
+        assert [p for p in run.phases() if p != "Pending"] == ["Provisioning", "Running", "Succeeded"], (
+            run.rows
+        )
+        assert_pushed_every_step(pods, run.rows[-1].step)
+
+
+def assert_pushed_every_step(pods: list, steps: int | None) -> None:
+    """A disk push reached each replica every step (pause, reload, version, resume); each served rollouts."""
+    assert steps
     for pod in pods:
         log = pod.log_path("vllm").read_text(errors="replace")
         assert log.count('"POST /collective_rpc HTTP/1.1" 200') == steps, pod.name
         assert log.count('"POST /update_weight_version HTTP/1.1" 200') == steps, pod.name
         assert '"POST /v1/completions HTTP/1.1" 200' in log, pod.name
+
+
+def rl_rows(box: Box, namespace: str, claim: str, name: str) -> list[dict[str, Any]]:
+    """The RL steps' rows of the run's metrics.jsonl on its claim (step 0 is the held-out baseline)."""
+    metrics = box.workdir / "pvc" / namespace / claim / name / "metrics.jsonl"
+    rows = [json.loads(line) for line in metrics.read_text().splitlines()]
+    return [r for r in rows if r["phase"] == "rl" and r["step"] > 0]
+
+
+def test_gsm8k_agent_cpu_twin_runs_its_conversations_on_ray(box: Box) -> None:
+    """The agent twin: the agent recipe's conversations on Ray rollout actors against the 2 replicas
+    (the same claim as the GSM8K twin), to Succeeded, with a push to both replicas every step."""
+    prepare_claim(box, "team-a", "nexrl-shared")
+    manifest = REPO / "examples" / "cpu" / "nexrljob-gsm8k-agent-cpu.yaml"
+    name = yaml.safe_load(manifest.read_text())["metadata"]["name"]
+    run, pods = run_twin_keeping_pods(box, manifest, "team-a", name, [("Deployment", "inference", 2)])
+    FIGURES["gsm8k-agent-cpu"] = {"first_step_s": run.first_step_s, "succeeded_s": run.done_s}
+    print(f"\ngsm8k-agent-cpu twin: {run.rows}\nfigures: {FIGURES['gsm8k-agent-cpu']}")
+    assert [p for p in run.phases() if p != "Pending"] == ["Provisioning", "Running", "Succeeded"], run.rows
+    steps = run.rows[-1].step
+    assert_pushed_every_step(pods["inference"], steps)
+    # the agent worker rolled them out: its per-conversation metrics are on every RL step
+    rl = rl_rows(box, "team-a", "nexrl-shared", name)
+    assert [r["step"] for r in rl] == list(range(1, (steps or 0) + 1)), rl
+    assert all(r["eval/agent_turns"] >= 1.0 and "eval/agent_tool_calls" in r for r in rl), rl
+
+
+def test_training_service_cpu_twin_trains_in_its_statefulset(box: Box) -> None:
+    """The training-service twin: `nexrl serve-trainer` in the StatefulSet trains, the driver on Ray
+    pushes the service's weights to both replicas every step, to Succeeded; every workload carries
+    Kueue's labels (the box has no Kueue, so nothing suspends them)."""
+    manifest = REPO / "examples" / "cpu" / "nexrljob-training-service-cpu.yaml"
+    job = yaml.safe_load(manifest.read_text())
+    name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
+    seed_claim(box, namespace, f"{name}-data")  # the claim the operator makes for storage.size
+    workloads = [("Deployment", "inference", 2), ("StatefulSet", "trainer", 1)]
+    run, pods = run_twin_keeping_pods(box, manifest, namespace, name, workloads)
+    FIGURES["training-service-cpu"] = {"first_step_s": run.first_step_s, "succeeded_s": run.done_s}
+    print(f"\ntraining-service-cpu twin: {run.rows}\nfigures: {FIGURES['training-service-cpu']}")
+    assert [p for p in run.phases() if p != "Pending"] == ["Provisioning", "Running", "Succeeded"], run.rows
+    steps = run.rows[-1].step
+    assert_pushed_every_step(pods["inference"], steps)
+    (trainer,) = pods["trainer"]
+    assert trainer.spec["containers"][0]["command"][:2] == ["nexrl", "serve-trainer"]
+    assert "nexrl serve-trainer: listening on http://0.0.0.0:8000" in trainer.log_path("trainer").read_text()
+    # the service trained (an optimizer step per RL step, reported through its client); no Ray trainer
+    # exists in this mode, so the pushes above carried the service's weights (sent by the driver)
+    rl = rl_rows(box, namespace, f"{name}-data", name)
+    assert [r["step"] for r in rl] == list(range(1, (steps or 0) + 1)) and all(
+        r["optimizer_steps"] == 1 for r in rl
+    )
+    queue = job["spec"]["scheduling"]["queueName"]
+
+    def labels(group: str, plural: str, version: str = "v1") -> dict[str, str]:
+        (obj,) = [
+            o for o in box.server.live(group, version, plural) if o["metadata"]["name"].startswith(name)
+        ]
+        return obj["metadata"].get("labels") or {}
+
+    assert labels("ray.io", "rayjobs")["kueue.x-k8s.io/queue-name"] == queue
+    (rayjob,) = [o for o in box.server.live("ray.io", "v1", "rayjobs") if o["metadata"]["name"] == name]
+    assert [g["groupName"] for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]] == ["rollout"]
+    assert labels("apps", "statefulsets")["kueue.x-k8s.io/queue-name"] == queue
+    for pod in pods["inference"]:
+        pod_labels = pod.manifest["metadata"]["labels"]
+        assert pod_labels["kueue.x-k8s.io/queue-name"] == queue
+        assert pod_labels["kueue.x-k8s.io/pod-group-name"] == f"{name}-inference"

@@ -12,11 +12,26 @@ EXAMPLES = pathlib.Path(__file__).resolve().parents[2] / "examples"
 TWINS = {
     "nexrljob-arithmetic-cpu.yaml": "nexrljob-arithmetic-cpu.yaml",
     "nexrljob-gsm8k-cpu.yaml": "nexrljob-qwen2.5-1.5b-gsm8k.yaml",
+    "nexrljob-gsm8k-agent-cpu.yaml": "nexrljob-qwen2.5-1.5b-gsm8k-agent.yaml",
+    "nexrljob-training-service-cpu.yaml": "nexrljob-qwen2.5-1.5b-training-service.yaml",
 }
-SIZES = ("total_steps", "batch_size", "rollout_repeat_n", "max_sequence_length", "max_new_tokens",
-         "mini_batch_size", "micro_batch_size", "limit", "resources", "gpusPerReplica", "gpusPerNode",
-         "--max-model-len", "--gpu-memory-utilization",
-         "status_every_s")  # a 4-step twin reports every step, or kubectl sees only its last
+SIZES = (
+    "total_steps",
+    "batch_size",
+    "rollout_repeat_n",
+    "max_sequence_length",
+    "max_new_tokens",
+    "mini_batch_size",
+    "micro_batch_size",
+    "limit",
+    "resources",
+    "size",
+    "gpusPerReplica",
+    "gpusPerNode",
+    "--max-model-len",
+    "--gpu-memory-utilization",
+    "status_every_s",
+)  # a 4-step twin reports every step, or kubectl sees only its last
 MODEL = ("model", "name", "metadata", "args")  # the model, and names that follow it
 
 
@@ -36,5 +51,9 @@ def test_twin_differs_only_in_sizes_and_model(twin: str) -> None:
     changed = {path for path in original.keys() | copy.keys() if original.get(path) != copy.get(path)}
     other = sorted(p for p in changed if not any(part in SIZES or part in MODEL for part in p))
     assert not other, f"{twin} differs from {TWINS[twin]} in more than sizes and model: {other}"
-    kept = [p for p in original if p[-1] in ("mode", "engine", "replicas", "workers", "nodes", "storage")]
+    kept = [p for p in original if p[-1] in ("mode", "engine", "replicas", "workers", "nodes", "queueName")]
+    kinds = ("size", "existingClaim")  # a new claim or an existing one, as in the example
+    assert [("spec", "storage", k) in copy for k in kinds] == [
+        ("spec", "storage", k) in original for k in kinds
+    ]
     assert all(copy.get(p) == original[p] for p in kept)

@@ -26,7 +26,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 import kuberay_schemas
 
 REPO = Path(__file__).resolve().parents[2]
-EXAMPLES = sorted((REPO / "examples").glob("nexrljob-*.yaml"))
+EXAMPLES = [
+    *sorted((REPO / "examples").glob("nexrljob-*.yaml")),
+    *sorted((REPO / "examples" / "cpu").glob("*.yaml")),
+]
+"""The GPU examples and their CPU twins (examples/cpu, run in the cluster box)."""
 KUBERNETES_VERSION = "1.33"
 """Oldest Kubernetes we support: StatefulSet pod-index labels (1.28+), CRD CEL rules (1.29 GA)."""
 
