@@ -18,9 +18,9 @@ from twins import (
     apply_twin,
     deleted_on_failure,
     prepare_claim,
+    prepare_storage,
     run_twin,
     run_twin_keeping_pods,
-    seed_claim,
     watch_twin,
 )
 
@@ -249,7 +249,7 @@ def test_training_service_cpu_twin_trains_in_its_statefulset(box: Box) -> None:
     manifest = REPO / "examples" / "cpu" / "nexrljob-training-service-cpu.yaml"
     job = yaml.safe_load(manifest.read_text())
     name, namespace = job["metadata"]["name"], job["metadata"]["namespace"]
-    seed_claim(box, namespace, f"{name}-data")  # the claim the operator makes for storage.size
+    prepare_storage(box, job)  # seeds the claim the operator makes for storage.size
     workloads = [("Deployment", "inference", 2), ("StatefulSet", "trainer", 1)]
     run, pods = run_twin_keeping_pods(box, manifest, namespace, name, workloads)
     FIGURES["training-service-cpu"] = {"first_step_s": run.first_step_s, "succeeded_s": run.done_s}
@@ -268,16 +268,14 @@ def test_training_service_cpu_twin_trains_in_its_statefulset(box: Box) -> None:
     )
     queue = job["spec"]["scheduling"]["queueName"]
 
-    def labels(group: str, plural: str, version: str = "v1") -> dict[str, str]:
-        (obj,) = [
-            o for o in box.server.live(group, version, plural) if o["metadata"]["name"].startswith(name)
-        ]
-        return obj["metadata"].get("labels") or {}
+    def live(group: str, plural: str, obj_name: str) -> dict[str, Any]:
+        (obj,) = [o for o in box.server.live(group, "v1", plural) if o["metadata"]["name"] == obj_name]
+        return obj
 
-    assert labels("ray.io", "rayjobs")["kueue.x-k8s.io/queue-name"] == queue
-    (rayjob,) = [o for o in box.server.live("ray.io", "v1", "rayjobs") if o["metadata"]["name"] == name]
+    rayjob, trainer_set = live("ray.io", "rayjobs", name), live("apps", "statefulsets", f"{name}-trainer")
+    assert rayjob["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == queue
+    assert trainer_set["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == queue
     assert [g["groupName"] for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]] == ["rollout"]
-    assert labels("apps", "statefulsets")["kueue.x-k8s.io/queue-name"] == queue
     for pod in pods["inference"]:
         pod_labels = pod.manifest["metadata"]["labels"]
         assert pod_labels["kueue.x-k8s.io/queue-name"] == queue

@@ -228,13 +228,11 @@ def prepare_claim(box: Box, namespace: str, claim: str) -> None:
     box.kubectl("apply", "-f", str(path))
 
 
-def prepare_storage(box: Box, job: dict[str, object]) -> None:
-    """What a GSM8K-shaped twin's storage must hold before it is applied (nothing for the others)."""
+def prepare_storage(box: Box, job: dict[str, Any]) -> None:
+    """A twin's storage seeded before it is applied: its existing claim, or the folder of the claim
+    the operator will make for `storage.size` (`<name>-data`); nothing without storage."""
     meta, spec = job["metadata"], job["spec"]
-    assert isinstance(meta, dict) and isinstance(spec, dict)
     storage = spec.get("storage") or {}
-    if "gsm8k" not in str(spec.get("recipe")):
-        return
     if storage.get("existingClaim"):
         prepare_claim(box, meta["namespace"], storage["existingClaim"])
     elif storage:
