@@ -6,6 +6,7 @@ Root only (network namespaces, bind mounts); `pytest -m cluster`. One box for th
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import pathlib
 from typing import Any
@@ -172,16 +173,18 @@ def test_gsm8k_cpu_twin_runs_with_two_vllm_replicas(box: Box) -> None:
     prepare_claim(box, "team-a", "nexrl-shared")
     twin = yaml.safe_load(GSM8K_TWIN.read_text())
     name = twin["metadata"]["name"]
-    with deleted_on_failure(box, "team-a", name):
-        started = apply_twin(box, GSM8K_TWIN)
-        deployment = f"{name}-inference"
+    started = apply_twin(box, GSM8K_TWIN)
+    deployment = f"{name}-inference"
+    # the watch starts at the apply: the job may be Running by the time both replicas are ready
+    with deleted_on_failure(box, "team-a", name), concurrent.futures.ThreadPoolExecutor(1) as pool:
+        watched = pool.submit(watch_twin, box, "team-a", name, started, 900)
 
         def ready() -> int:
             out = box.kubectl("get", "deploy", "-n", "team-a", deployment, "-o", "json", check=False).stdout
             return int(json.loads(out).get("status", {}).get("readyReplicas", 0)) if out else 0
 
-        wait_for(lambda: ready() == 2 or box.errors, 600, interval=1, what="2 ready vLLM replicas")
-        assert not box.errors, box.errors
+        wait_for(lambda: ready() == 2 or watched.done(), 600, interval=1, what="2 ready vLLM replicas")
+        assert not watched.done(), watched.result()
         pods = box.workloads.pods[("Deployment", "team-a", deployment)]
         (container,) = pods[0].spec["containers"]
         assert container["command"][:2] == ["vllm", "serve"]
@@ -198,7 +201,7 @@ def test_gsm8k_cpu_twin_runs_with_two_vllm_replicas(box: Box) -> None:
         assert done.returncode == 0, done.stderr
         seen = json.loads(done.stdout)
         assert seen == {"ips": sorted(p.ip for p in pods), "models": ["SmolLM2-135M-Instruct"] * 2}
-        run = watch_twin(box, "team-a", name, started, timeout=900)
+        run = watched.result()
         FIGURES["gsm8k-cpu"] = {"first_step_s": run.first_step_s, "succeeded_s": run.done_s}
         print(f"\ngsm8k-cpu twin: {run.rows}\nfigures: {FIGURES['gsm8k-cpu']}")
         assert [p for p in run.phases() if p != "Pending"] == ["Provisioning", "Running", "Succeeded"], (
