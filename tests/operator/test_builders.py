@@ -278,11 +278,23 @@ def test_vllm_server(full: list[Manifest]):
     assert "--tensor-parallel-size 2" in command and "--port 8000" in command
     assert command.endswith("--max-model-len 4096")
     assert {"name": "VLLM_SERVER_DEV_MODE", "value": "1"} in container["env"]
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    caches = {e["name"]: e["value"] for e in container["env"] if "CACHE" in e["name"]}
+    assert caches == {  # on the claim the container mounts: a restarted replica reuses its compile caches
+        "VLLM_CACHE_ROOT": f"{mounts['nexrl-data']}/.cache/vllm",
+        "TORCHINDUCTOR_CACHE_DIR": f"{mounts['nexrl-data']}/.cache/torchinductor",
+    }
     assert container["readinessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert deployment["spec"]["strategy"] == {"type": "Recreate"}
     service = next(s for s in by_kind(full)["Service"] if s["metadata"]["name"] == "demo-inference")
     assert service["spec"]["ports"][0]["port"] == 8000
 
+
+
+def test_vllm_caches_stay_in_the_pod_without_storage(make_job: MakeJob):
+    job = make_job(model=MODEL, inference={"replicas": 1}, storage=None)
+    (container,) = one(build(job), "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert not [e for e in container["env"] if e["name"] in ("VLLM_CACHE_ROOT", "TORCHINDUCTOR_CACHE_DIR")]
 
 def test_training_service_pods(full: list[Manifest]):
     sts = one(full, "StatefulSet")

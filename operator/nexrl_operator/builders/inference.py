@@ -33,6 +33,15 @@ def _probe(period: int, failures: int) -> Manifest:
     }
 
 
+def cache_env(ctx: Context) -> dict[str, str]:
+    """With storage, vLLM's caches (model inspection, torch.compile) and inductor's live on the claim,
+    so a restarted replica, or the next job on the same claim, reuses them instead of recompiling."""
+    if not (ctx.claim_name and ctx.spec.storage):
+        return {}
+    root = f"{ctx.spec.storage.mount_path.rstrip('/')}/.cache"
+    return {"VLLM_CACHE_ROOT": f"{root}/vllm", "TORCHINDUCTOR_CACHE_DIR": f"{root}/torchinductor"}
+
+
 def inference_container(ctx: Context) -> Manifest:
     """The `vllm serve` container; weight pushes need VLLM_SERVER_DEV_MODE=1 (/pause, /update_weights ...)."""
     inference = ctx.spec.inference
@@ -40,7 +49,7 @@ def inference_container(ctx: Context) -> Manifest:
         "name": "vllm",
         "image": inference.image or ctx.defaults.inference_image or ctx.image,
         "command": vllm_command(ctx),
-        "env": env(ctx, VLLM_SERVER_DEV_MODE="1"),
+        "env": env(ctx, VLLM_SERVER_DEV_MODE="1", **cache_env(ctx)),
         "ports": [port("http", HTTP_PORT)],
         "resources": resources(inference.resources, inference.gpus_per_replica),
         "volumeMounts": volume_mounts(ctx, config=False, shm=True),
