@@ -22,6 +22,7 @@ RELEASED = TERMINAL | {Phase.SUSPENDED}
 HOLDING = frozenset({Phase.PROVISIONING, Phase.RUNNING})
 """Phases in which a job's children hold GPUs (``heldGpus``)."""
 QUOTA_EXCEEDED = "QuotaExceeded"
+DEGRADED = "Degraded"
 RAY_FAILED = frozenset({"FAILED", "STOPPED"})
 LATCHED_CONDITIONS = (("Suspended", Phase.SUSPENDED), ("Complete", Phase.SUCCEEDED), ("Failed", Phase.FAILED))
 WORKLOAD_ROLES = {"RayJob": "rayjob", "Deployment": "inference", "StatefulSet": "trainer"}
@@ -204,6 +205,21 @@ def scaling_up(obs: Observation) -> str | None:
     return None if others else f"inference {base} -> {child.replicas} replicas, {child.ready} ready"
 
 
+def degraded(obs: Observation) -> str | None:
+    """``inference 1/2 ready`` while a Running job's RayJob still runs and its workloads exist but some
+    of their pods are not ready (a replica restarting): the run goes on, so the job stays Running."""
+    if obs.spec is None or obs.status.get("phase") != Phase.RUNNING or missing_claim(obs):
+        return None
+    short = []
+    for role in expected_workloads(obs.spec):
+        child = obs.children.get(role)
+        if child is None or child.deleting or (role == "rayjob" and not child.running):
+            return None
+        if role != "rayjob" and not child.available:
+            short.append(f"{role} {child.ready}/{child.replicas} ready")
+    return ", ".join(short) or None
+
+
 def verdict(obs: Observation) -> Verdict:
     """The phase, with a CamelCase reason and a message that says what happens or what is awaited."""
     if obs.invalid is not None or obs.spec is None:
@@ -240,6 +256,8 @@ def verdict(obs: Observation) -> Verdict:
     waits = _waiting_for(obs, spec)
     if waits and (scale := scaling_up(obs)):
         return Verdict(Phase.RUNNING, "Running", f"running; scaling up: {scale}")
+    if waits and (short := degraded(obs)):
+        return Verdict(Phase.RUNNING, DEGRADED, f"running with {short}: the run goes on while pods restart")
     if waits:
         return Verdict(Phase.PROVISIONING, "Provisioning", "waiting for " + ", ".join(waits))
     return Verdict(Phase.RUNNING, "Running", "all workloads are running")
@@ -266,7 +284,7 @@ def conditions(obs: Observation, v: Verdict) -> list[dict[str, Any]]:
         out.append(admitted)
     if valid and (storage := _storage_ready(obs)) is not None:
         out.append(storage)
-    out.append(_condition("Ready", v.phase == Phase.RUNNING, v.reason, v.message))
+    out.append(_condition("Ready", v.phase == Phase.RUNNING and v.reason != DEGRADED, v.reason, v.message))
     if (scaling := _scaling_up_condition(obs, v)) is not None:
         out.append(scaling)
     seen = {c.get("type") for c in obs.status.get("conditions") or []}

@@ -7,14 +7,18 @@ Root only (network namespaces, bind mounts); `pytest -m cluster`. One box for th
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import json
+import os
 import pathlib
+import signal
 from typing import Any
 
 import pytest
 import yaml
 from box import REPO, Box
 from harness import wait_for
+from sandbox import netns_pids
 from twins import (
     apply_twin,
     deleted_on_failure,
@@ -164,16 +168,33 @@ def test_arithmetic_cpu_twin_runs_to_succeeded(box: Box) -> None:
 
 
 GSM8K_TWIN = REPO / "examples" / "cpu" / "nexrljob-gsm8k-cpu.yaml"
+GSM8K_STEPS = 10
+"""steps enough for a killed replica to restart and serve again before the run ends"""
+COMPLETION = '"POST /v1/completions HTTP/1.1" 200'
+VERSIONED = '"POST /update_weight_version HTTP/1.1" 200'
 
 
-def test_gsm8k_cpu_twin_runs_with_two_vllm_replicas(box: Box) -> None:
-    """The GSM8K twin: its 2 vLLM-CPU replicas (`vllm serve` as the operator writes it) become ready
-    through their readiness probes; from a replica, the headless Service name gives both pods' IPs
-    and each serves the model; the job then runs on Ray against them to Succeeded."""
+def gsm8k_twin_with_steps(steps: int) -> dict[str, Any]:
+    job = yaml.safe_load(GSM8K_TWIN.read_text())
+    overrides = [o for o in job["spec"]["overrides"] if not o.startswith("total_steps=")]
+    job["spec"]["overrides"] = [*overrides, f"total_steps={steps}"]
+    return job
+
+
+def test_gsm8k_cpu_twin_runs_with_two_vllm_replicas_and_outlives_one(
+    box: Box, tmp_path: pathlib.Path
+) -> None:
+    """The GSM8K twin (with more steps): its 2 vLLM-CPU replicas (`vllm serve` as the operator writes
+    it) become ready through their readiness probes; from a replica, the headless Service name gives
+    both pods' IPs and each serves the model. After the first step one replica is SIGKILLed: rollouts
+    go on at the other while the kubelet restarts it, the restarted one is caught up to the current
+    weights before it serves a completion, and the job runs on to Succeeded."""
     prepare_claim(box, "team-a", "nexrl-shared")
-    twin = yaml.safe_load(GSM8K_TWIN.read_text())
-    name = twin["metadata"]["name"]
-    started = apply_twin(box, GSM8K_TWIN)
+    job = gsm8k_twin_with_steps(GSM8K_STEPS)
+    name = job["metadata"]["name"]
+    manifest = tmp_path / f"{name}.yaml"
+    manifest.write_text(yaml.safe_dump(job))
+    started = apply_twin(box, manifest)
     deployment = f"{name}-inference"
     # the watch starts at the apply: the job may be Running by the time both replicas are ready
     with deleted_on_failure(box, "team-a", name), concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -183,8 +204,16 @@ def test_gsm8k_cpu_twin_runs_with_two_vllm_replicas(box: Box) -> None:
             out = box.kubectl("get", "deploy", "-n", "team-a", deployment, "-o", "json", check=False).stdout
             return int(json.loads(out).get("status", {}).get("readyReplicas", 0)) if out else 0
 
+        def step() -> int:
+            jobs = box.server.live("nexrl.io", "v1alpha1", "nexrljobs")
+            (obj,) = [o for o in jobs if o["metadata"]["name"] == name]
+            return int((obj.get("status") or {}).get("step") or 0)
+
+        def running(what: str) -> None:
+            assert not watched.done(), f"the job ended before {what}: {watched.result().rows}"
+
         wait_for(lambda: ready() == 2 or watched.done(), 600, interval=1, what="2 ready vLLM replicas")
-        assert not watched.done(), watched.result()
+        running("its replicas were ready")
         pods = box.workloads.pods[("Deployment", "team-a", deployment)]
         (container,) = pods[0].spec["containers"]
         assert container["command"][:2] == ["vllm", "serve"]
@@ -201,13 +230,63 @@ def test_gsm8k_cpu_twin_runs_with_two_vllm_replicas(box: Box) -> None:
         assert done.returncode == 0, done.stderr
         seen = json.loads(done.stdout)
         assert seen == {"ips": sorted(p.ip for p in pods), "models": ["SmolLM2-135M-Instruct"] * 2}
+
+        wait_for(lambda: step() >= 1 or watched.done(), 600, interval=0.5, what="the first step")
+        running("the kill")
+        victim, other = pods
+        victim_log, other_log = victim.log_path("vllm"), other.log_path("vllm")
+        at_kill = (victim_log.stat().st_size, other_log.stat().st_size, step())
+        for pid in netns_pids(victim.netns):  # the container dies at once (as an OOM kill does)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: not victim.ready, 30, interval=0.1, what="the killed replica to be seen not ready")
+        wait_for(lambda: victim.ready or watched.done(), 600, interval=0.3, what="the restarted replica")
+        running("the killed replica was back")
+        assert victim.restarts == 1
+        # rollouts went on at the other replica while this one was down
+        assert COMPLETION in since(other_log, at_kill[1]) and step() > at_kill[2], (step(), at_kill)
+        # caught up before it serves: its first completion after the restart comes after a reload
+        wait_for(
+            lambda: COMPLETION in since(victim_log, at_kill[0]) or watched.done(),
+            600,
+            interval=0.5,
+            what="the restarted replica to serve",
+        )
+        text = since(victim_log, at_kill[0])
+        assert COMPLETION in text, f"the run ended before the restarted replica served: {text[-3000:]}"
+        assert VERSIONED in text[: text.index(COMPLETION)], text[-3000:]
+        versions = wait_for(
+            lambda: (v := {weight_version(other, p.ip, port) for p in pods}) and len(v) == 1 and v,
+            120,
+            interval=0.5,
+            what="both replicas to report one weight version",
+        )
+        assert int(versions.pop()) >= at_kill[2]
+
         run = watched.result()
         FIGURES["gsm8k-cpu"] = {"first_step_s": run.first_step_s, "succeeded_s": run.done_s}
-        print(f"\ngsm8k-cpu twin: {run.rows}\nfigures: {FIGURES['gsm8k-cpu']}")
+        print(f"\ngsm8k-cpu twin ({GSM8K_STEPS} steps, one replica killed): {run.rows}")
         assert [p for p in run.phases() if p != "Pending"] == ["Provisioning", "Running", "Succeeded"], (
             run.rows
         )
-        assert_pushed_every_step(pods, run.rows[-1].step)
+        assert run.rows[-1].step == GSM8K_STEPS
+        assert_pushed_every_step([other], GSM8K_STEPS)
+
+
+def weight_version(pod: Any, ip: str, port: int) -> str:
+    """The weight version a replica reports (vLLM dev mode's /weight_info), asked from inside a pod."""
+    probe = f"import json, urllib.request; print(json.load(urllib.request.urlopen('http://{ip}:{port}/weight_info'))"
+    probe += "['weight_version'])"
+    done = pod.exec("python", "-c", probe)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+def since(log: pathlib.Path, offset: int) -> str:
+    """What a container wrote to its log after `offset` bytes."""
+    with log.open("rb") as file:
+        file.seek(offset)
+        return file.read().decode(errors="replace")
 
 
 def assert_pushed_every_step(pods: list, steps: int | None) -> None:

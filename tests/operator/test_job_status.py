@@ -249,13 +249,27 @@ def test_scaling_up_a_running_job_keeps_it_running_with_a_scaling_up_condition()
         "False", "NotScalingUp")
 
 
-def test_only_a_scale_up_of_a_running_job_is_not_provisioning() -> None:
-    # a provisioning job, a replica lost without a scale-up, or the RayJob not running: Provisioning
+def test_a_running_job_that_loses_a_replica_stays_running_degraded() -> None:
+    running = desired_status(observe(children=RUNNING))
+    lost = desired_status(observe(status=running, children=scaled(1, replicas=2), now=T1))
+    assert (lost["phase"], lost["inferenceReplicas"]) == ("Running", 2)  # the base is kept
+    ready = conditions(lost)["Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "Degraded")
+    assert lost["message"] == "running with inference 1/2 ready: the run goes on while pods restart"
+    assert announcements(running, lost) == []  # the phase did not change
+    back = desired_status(observe(status=lost, children=RUNNING))
+    assert (back["phase"], back["message"]) == ("Running", "all workloads are running")
+    assert conditions(back)["Ready"]["status"] == "True"
+    # a replica lost while the RayJob does not run (a restart, say): Provisioning, as for a new job
+    stopped = {**scaled(1, replicas=2), "rayjob": rayjob("PENDING", "Initializing")}
+    assert desired_status(observe(status=running, children=stopped))["phase"] == "Provisioning"
+
+
+def test_only_a_scale_up_or_a_lost_pod_of_a_running_job_is_not_provisioning() -> None:
+    # a provisioning job, or the RayJob not running: Provisioning
     fresh = desired_status(observe(spec=spec(inference={"replicas": 3}), children=scaled(2)))
     assert fresh["phase"] == "Provisioning" and "ScalingUp" not in conditions(fresh)
     running = desired_status(observe(children=RUNNING))
-    lost = desired_status(observe(status=running, children=scaled(1, replicas=2)))
-    assert lost["phase"] == "Provisioning" and lost["inferenceReplicas"] is None  # written: removed
     stalled = {**scaled(2), "rayjob": rayjob("PENDING", "Initializing")}
     assert desired_status(observe(status=running, spec=spec(inference={"replicas": 3}),
                                   children=stalled))["phase"] == "Provisioning"
