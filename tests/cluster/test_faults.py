@@ -16,6 +16,7 @@ import json
 import os
 import pathlib
 import signal
+import subprocess
 from typing import Any
 
 import pytest
@@ -154,4 +155,38 @@ def test_operator_restart_and_rayjob_failure_resume_from_the_pvc(box: Box, tmp_p
     assert sum(before.values()) >= 2, before  # the children were made before the operator restarted
     states = [(d, j) for name, d, j in box.kuberay.history if name == NAME]
     assert ("Failed", "FAILED") in states and states[-1] == ("Complete", "SUCCEEDED"), states
+    assert not box.errors, box.errors
+
+
+def test_deleting_a_running_job_takes_every_pod_with_it(box: Box, tmp_path: pathlib.Path) -> None:
+    """`kubectl delete` of a job mid-run: garbage collection (ownerReferences) takes its children, and
+    the stand-ins stop every pod of them."""
+    name = "arithmetic-deleted"
+    job = yaml.safe_load((REPO / "examples" / "cpu" / "nexrljob-arithmetic-cpu.yaml").read_text())
+    job["metadata"]["name"] = name
+    job["spec"]["config"].update(run_name=name, total_steps=100_000)
+    manifest = tmp_path / f"{name}.yaml"
+    manifest.write_text(yaml.safe_dump(job))
+    box.kubectl("apply", "-f", str(manifest))
+    wait_for(lambda: int(job_status(box, NAMESPACE, name).get("step") or 0) >= 1, 300, what="the first step")
+    run = box.kuberay.runs[(NAMESPACE, name)]
+    pods = run.pods()
+    assert pods and all(p.running for p in pods)
+    box.kubectl("delete", "-f", str(manifest))
+
+    def children() -> list[str]:
+        return [
+            f"{plural}/{o['metadata']['name']}"
+            for group, plural in (("ray.io", "rayjobs"), ("ray.io", "rayclusters"), ("", "configmaps"))
+            for o in box.server.live(group, "v1", plural)
+            if o["metadata"]["namespace"] == NAMESPACE and o["metadata"]["name"].startswith(name)
+        ]
+
+    def gone() -> bool:
+        return (NAMESPACE, name) not in box.kuberay.runs
+
+    wait_for(lambda: not children() and gone(), 120, what="the children to go")
+    assert not any(p.running for p in pods), [p.name for p in pods if p.running]
+    listed = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    assert not {p.netns for p in pods} & set(listed)
     assert not box.errors, box.errors
